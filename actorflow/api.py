@@ -1,0 +1,513 @@
+"""The application API, modelled on Wallaroo 0.6's Python API.
+
+An app module defines ``application_setup(args)`` and returns
+``build_application(name, pipeline)``. Pipelines are immutable: every method
+returns a new Pipeline, so a prefix can be shared by several pipelines. The
+result of ``build_application`` is an :class:`Application`: plain data (a list
+of stages with integer parents) that the plan compiler consumes. Every mistake
+that can be seen before anything runs raises :class:`ApplicationError` naming
+the step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from actorflow.errors import ApplicationError
+
+# --------------------------------------------------------------------------
+# Wrapped user functions
+
+
+def _check_arity(what: str, name: str, func: Any, arity: int) -> None:
+    """Fail at decoration time when ``func`` cannot be called with ``arity`` arguments."""
+    if not callable(func):
+        msg = f"{what} {name!r} must be callable; got {type(func).__name__}"
+        raise ApplicationError(msg)
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: trust them
+    try:
+        sig.bind(*range(arity))
+    except TypeError:
+        plural = "argument" if arity == 1 else "arguments"
+        msg = f"{what} {name!r} must take {arity} {plural}; its signature is {name}{sig}"
+        raise ApplicationError(msg) from None
+
+
+@dataclass(frozen=True, eq=False)
+class Computation:
+    """A stateless step: ``func(data)`` returns an output, or None to drop the record."""
+
+    name: str
+    func: Callable[[Any], Any]
+    multi: bool = False
+
+    def __call__(self, data: Any) -> Any:
+        return self.func(data)
+
+
+@dataclass(frozen=True, eq=False)
+class StateComputation:
+    """A state step: ``func(data, state)``; one ``state_class()`` instance per key."""
+
+    name: str
+    func: Callable[[Any, Any], Any]
+    state_class: Callable[[], Any]
+    multi: bool = False
+
+    def __call__(self, data: Any, state: Any) -> Any:
+        return self.func(data, state)
+
+
+@dataclass(frozen=True, eq=False)
+class KeyExtractor:
+    """``func(data)`` returns the partition key: str, bytes or int."""
+
+    func: Callable[[Any], Any]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__name__", "key_by")
+
+    def __call__(self, data: Any) -> Any:
+        return self.func(data)
+
+
+@dataclass(frozen=True, eq=False)
+class Decoder:
+    """Turns one frame payload (header removed) into a record."""
+
+    func: Callable[[bytes], Any]
+    header_length: int = 4
+    length_fmt: str = ">I"
+
+    def __call__(self, payload: bytes) -> Any:
+        return self.func(payload)
+
+
+@dataclass(frozen=True, eq=False)
+class Encoder:
+    """Turns a record into the bytes a sink writes."""
+
+    func: Callable[[Any], bytes]
+
+    def __call__(self, data: Any) -> bytes:
+        return self.func(data)
+
+
+def computation(name: str) -> Callable[[Callable[[Any], Any]], Computation]:
+    """Decorate ``f(data) -> output | None`` as a stateless step called ``name``."""
+
+    def wrap(func: Callable[[Any], Any]) -> Computation:
+        _check_arity("computation", name, func, 1)
+        return Computation(name, func)
+
+    return wrap
+
+
+def computation_multi(name: str) -> Callable[[Callable[[Any], Any]], Computation]:
+    """Decorate ``f(data) -> list | None``: every element of the list is an output."""
+
+    def wrap(func: Callable[[Any], Any]) -> Computation:
+        _check_arity("computation_multi", name, func, 1)
+        return Computation(name, func, multi=True)
+
+    return wrap
+
+
+def _check_state_class(name: str, state: Any) -> None:
+    if not callable(state):
+        msg = f"state_computation {name!r}: state must be a class; got {type(state).__name__}"
+        raise ApplicationError(msg)
+
+
+def state_computation(name: str, state: Callable[[], Any]) -> Callable[..., StateComputation]:
+    """Decorate ``f(data, state) -> output | None``; ``state`` is built per key with no args."""
+    _check_state_class(name, state)
+
+    def wrap(func: Callable[[Any, Any], Any]) -> StateComputation:
+        _check_arity("state_computation", name, func, 2)
+        return StateComputation(name, func, state)
+
+    return wrap
+
+
+def state_computation_multi(
+    name: str, state: Callable[[], Any]
+) -> Callable[..., StateComputation]:
+    """Decorate ``f(data, state) -> list | None``; one output per list element."""
+    _check_state_class(name, state)
+
+    def wrap(func: Callable[[Any, Any], Any]) -> StateComputation:
+        _check_arity("state_computation_multi", name, func, 2)
+        return StateComputation(name, func, state, multi=True)
+
+    return wrap
+
+
+def key_extractor(func: Callable[[Any], Any]) -> KeyExtractor:
+    """Decorate ``f(data) -> key``."""
+    _check_arity("key_extractor", getattr(func, "__name__", "?"), func, 1)
+    return KeyExtractor(func)
+
+
+def decoder(header_length: int = 4, length_fmt: str = ">I") -> Callable[..., Decoder]:
+    """Decorate ``f(payload: bytes) -> record`` for a framed TCP source."""
+    try:
+        size = struct.calcsize(length_fmt)
+    except struct.error as exc:
+        msg = f"decoder: length_fmt {length_fmt!r} is not a struct format ({exc})"
+        raise ApplicationError(msg) from None
+    if size != header_length:
+        msg = f"decoder: length_fmt {length_fmt!r} is {size} bytes, header_length is {header_length}"
+        raise ApplicationError(msg)
+
+    def wrap(func: Callable[[bytes], Any]) -> Decoder:
+        _check_arity("decoder", getattr(func, "__name__", "?"), func, 1)
+        return Decoder(func, header_length, length_fmt)
+
+    return wrap
+
+
+def encoder(func: Callable[[Any], bytes]) -> Encoder:
+    """Decorate ``f(record) -> bytes`` for a sink."""
+    _check_arity("encoder", getattr(func, "__name__", "?"), func, 1)
+    return Encoder(func)
+
+
+# --------------------------------------------------------------------------
+# Source and sink configs
+
+
+DEFAULT_MAX_FRAME = 1 << 20
+
+
+@dataclass(frozen=True)
+class TCPSourceConfig:
+    """A TCP listener reading length-prefixed frames, decoded by ``decoder``."""
+
+    name: str
+    host: str
+    port: int
+    decoder: Decoder
+    parallelism: int = 1
+    max_frame_size: int = DEFAULT_MAX_FRAME
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "port", _port(self.port, f"TCPSourceConfig {self.name!r}"))
+        if not isinstance(self.decoder, Decoder):
+            msg = (
+                f"TCPSourceConfig {self.name!r}: decoder must be decorated with "
+                f"@decoder(...); got {type(self.decoder).__name__}"
+            )
+            raise ApplicationError(msg)
+
+
+@dataclass(frozen=True)
+class GenSourceConfig:
+    """A source that generates records: ``gen.initial_value()``, then ``gen.apply(v)``.
+
+    The stream ends when ``apply`` returns None.
+    """
+
+    name: str
+    gen: Any
+
+    def __post_init__(self) -> None:
+        for method in ("initial_value", "apply"):
+            if not callable(getattr(self.gen, method, None)):
+                msg = f"GenSourceConfig {self.name!r}: the generator has no {method}() method"
+                raise ApplicationError(msg)
+
+
+@dataclass(frozen=True)
+class TCPSinkConfig:
+    """A TCP connection to ``host:port``; writes what ``encoder`` returns for each record."""
+
+    host: str
+    port: int
+    encoder: Encoder
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "port", _port(self.port, "TCPSinkConfig"))
+        if not isinstance(self.encoder, Encoder):
+            msg = (
+                "TCPSinkConfig: encoder must be decorated with @encoder; "
+                f"got {type(self.encoder).__name__}"
+            )
+            raise ApplicationError(msg)
+
+    @property
+    def name(self) -> str:
+        return f"tcp-sink {self.host}:{self.port}"
+
+
+SourceConfig = TCPSourceConfig | GenSourceConfig
+
+
+def _port(value: Any, what: str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        msg = f"{what}: port must be a number; got {value!r}"
+        raise ApplicationError(msg) from None
+    if not 0 <= port <= 65535:
+        msg = f"{what}: port {port} is out of range 0-65535"
+        raise ApplicationError(msg)
+    return port
+
+
+# --------------------------------------------------------------------------
+# Pipelines: an immutable graph of nodes
+
+
+@dataclass(frozen=True, eq=False)
+class _Node:
+    kind: str  # source | to | key_by | collect | merge | sink
+    spec: Any
+    parents: tuple[_Node, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A stream under construction. Every method returns a new Pipeline."""
+
+    _node: _Node
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the pipeline ends in a sink."""
+        return self._node.kind == "sink"
+
+    def _then(self, kind: str, spec: Any, *extra: _Node) -> Pipeline:
+        if self.is_closed:
+            msg = f"cannot add {kind} after to_sink/to_sinks: the pipeline is closed"
+            raise ApplicationError(msg)
+        return Pipeline(_Node(kind, spec, (self._node, *extra)))
+
+    def to(self, comp: Computation | StateComputation) -> Pipeline:
+        """Send every record through ``comp``."""
+        if not isinstance(comp, Computation | StateComputation):
+            msg = (
+                "to() takes a function decorated with @computation, @computation_multi, "
+                f"@state_computation or @state_computation_multi; got {comp!r}"
+            )
+            raise ApplicationError(msg)
+        return self._then("to", comp)
+
+    def key_by(self, extractor: KeyExtractor | Callable[[Any], Any]) -> Pipeline:
+        """Partition the stream: each record gets the key ``extractor(record)``."""
+        if not isinstance(extractor, KeyExtractor):
+            extractor = key_extractor(extractor)
+        return self._then("key_by", extractor)
+
+    def collect(self) -> Pipeline:
+        """Send every record to one key, so one state instance sees them all."""
+        return self._then("collect", None)
+
+    def merge(self, other: Pipeline) -> Pipeline:
+        """The union of this stream and ``other``."""
+        if not isinstance(other, Pipeline):
+            msg = f"merge() takes a Pipeline; got {type(other).__name__}"
+            raise ApplicationError(msg)
+        if other.is_closed:
+            msg = "merge(): the other pipeline is closed by a sink"
+            raise ApplicationError(msg)
+        return self._then("merge", None, other._node)
+
+    def to_sink(self, config: TCPSinkConfig) -> Pipeline:
+        """Close the pipeline: every output goes to this sink."""
+        return self.to_sinks([config])
+
+    def to_sinks(self, configs: Iterable[TCPSinkConfig]) -> Pipeline:
+        """Close the pipeline: every output goes to every one of these sinks."""
+        configs = tuple(configs)
+        if not configs:
+            raise ApplicationError("to_sinks() needs at least one sink config")
+        for c in configs:
+            if not isinstance(c, TCPSinkConfig):
+                msg = f"to_sink/to_sinks take TCPSinkConfig; got {type(c).__name__}"
+                raise ApplicationError(msg)
+        return self._then("sink", configs)
+
+
+def source(name: str, config: SourceConfig) -> Pipeline:
+    """Start a pipeline at a source."""
+    if not isinstance(config, TCPSourceConfig | GenSourceConfig):
+        msg = f"source {name!r}: config must be TCPSourceConfig or GenSourceConfig"
+        raise ApplicationError(msg)
+    return Pipeline(_Node("source", (name, config)))
+
+
+# --------------------------------------------------------------------------
+# The built application: plain data for the plan compiler
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the application graph; ``parents`` index into Application.stages."""
+
+    id: int
+    kind: str  # source | to | key_by | collect | merge | sink
+    name: str
+    spec: Any
+    parents: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Application:
+    """What ``build_application`` returns: the app's graph in topological order."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, stage_id: int) -> Stage:
+        return self.stages[stage_id]
+
+    def children(self, stage_id: int) -> list[Stage]:
+        return [s for s in self.stages if stage_id in s.parents]
+
+
+def _stage_name(node: _Node) -> str:
+    if node.kind == "source":
+        return node.spec[0]
+    if node.kind == "to":
+        return node.spec.name
+    if node.kind == "key_by":
+        return f"key_by {node.spec.name}"
+    if node.kind == "sink":
+        return ", ".join(c.name for c in node.spec)
+    return node.kind
+
+
+def build_application(app_name: str, pipeline: Pipeline) -> Application:
+    """Check the pipeline and freeze it into an :class:`Application`."""
+    if not isinstance(pipeline, Pipeline):
+        msg = f"build_application({app_name!r}, ...) takes a Pipeline; got {pipeline!r}"
+        raise ApplicationError(msg)
+    if not pipeline.is_closed:
+        msg = f"application {app_name!r}: the pipeline must end with to_sink or to_sinks"
+        raise ApplicationError(msg)
+    order: list[_Node] = []
+    seen: dict[int, int] = {}
+
+    def visit(node: _Node) -> None:
+        if id(node) in seen:
+            return
+        for p in node.parents:
+            visit(p)
+        seen[id(node)] = len(order)
+        order.append(node)
+
+    visit(pipeline._node)
+    stages = tuple(
+        Stage(i, n.kind, _stage_name(n), n.spec, tuple(seen[id(p)] for p in n.parents))
+        for i, n in enumerate(order)
+    )
+    _check_names(app_name, stages)
+    for s in stages:
+        if s.kind == "to" and isinstance(s.spec, StateComputation):
+            _check_state_builds(s.spec)
+    return Application(app_name, stages)
+
+
+def _check_names(app_name: str, stages: Sequence[Stage]) -> None:
+    owners: dict[str, Any] = {}
+    for s in stages:
+        if s.kind not in ("source", "to"):
+            continue
+        obj = s.spec[1] if s.kind == "source" else s.spec
+        key = f"{s.kind}:{s.name}"
+        if key in owners and owners[key] is not obj:
+            what = "source" if s.kind == "source" else "step"
+            msg = f"application {app_name!r}: two different {what}s are named {s.name!r}"
+            raise ApplicationError(msg)
+        owners[key] = obj
+
+
+def _check_state_builds(comp: StateComputation) -> None:
+    try:
+        comp.state_class()
+    except Exception as exc:
+        msg = (
+            f"state computation {comp.name!r}: its state class "
+            f"{getattr(comp.state_class, '__name__', comp.state_class)!r} cannot be built "
+            f"with no arguments: {type(exc).__name__}: {exc}"
+        )
+        raise ApplicationError(msg) from exc
+
+
+# --------------------------------------------------------------------------
+# Command-line helpers, as in Wallaroo
+
+
+def _flag_values(args: Sequence[str], long: str, short: str) -> list[str]:
+    values = []
+    it = iter(range(len(args)))
+    for i in it:
+        a = args[i]
+        if a in (long, short) and i + 1 < len(args):
+            values.append(args[i + 1])
+            next(it, None)
+        elif a.startswith(long + "="):
+            values.append(a.split("=", 1)[1])
+    return values
+
+
+def parse_input_addr(entry: str) -> tuple[str, str, str]:
+    """``name@host:port`` or ``host:port`` (named after itself) -> (name, host, port)."""
+    entry = entry.strip()
+    name, _, addr = entry.rpartition("@")
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        msg = f"--in {entry!r}: expected host:port or name@host:port"
+        raise ApplicationError(msg)
+    return (name or addr, host, port)
+
+
+def tcp_parse_input_addrs(args: Sequence[str]) -> list[tuple[str, str, str]]:
+    """Read ``--in name@host:port,...`` from ``args`` into ``[(name, host, port)]``."""
+    values = _flag_values(args, "--in", "-i")
+    if not values:
+        raise ApplicationError("no --in address given (expected --in name@host:port)")
+    return [parse_input_addr(e) for v in values for e in v.split(",") if e.strip()]
+
+
+def tcp_parse_output_addrs(args: Sequence[str]) -> list[tuple[str, str]]:
+    """Read ``--out host:port,...`` from ``args`` into ``[(host, port)]``."""
+    values = _flag_values(args, "--out", "-o")
+    if not values:
+        raise ApplicationError("no --out address given (expected --out host:port)")
+    out = []
+    for v in values:
+        for e in v.split(","):
+            host, sep, port = e.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                msg = f"--out {e!r}: expected host:port"
+                raise ApplicationError(msg)
+            out.append((host, port))
+    return out
+
+
+# Time helpers: Wallaroo expresses durations in nanoseconds.
+def nanoseconds(x: int) -> int:
+    return x
+
+
+def microseconds(x: int) -> int:
+    return x * 1000
+
+
+def milliseconds(x: int) -> int:
+    return x * 1_000_000
+
+
+def seconds(x: int) -> int:
+    return x * 1_000_000_000

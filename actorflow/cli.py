@@ -1,0 +1,45 @@
+"""The ``actorflow`` command: a thin layer over the library."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+USAGE = """usage: actorflow COMMAND [ARGS]
+
+commands:
+  worker    run a worker:      actorflow worker --app apps/alphabet.py -c conf/alphabet.conf
+  send      send frames:       actorflow send --host H:P --file F (--framed | --newlines)
+  receive   receive output:    actorflow receive --listen H:P [--framed] [--output F]
+  gen       generate data:     actorflow gen alphabet --messages N --output F
+  demo      run the alphabet example end to end on this machine
+  bench     measure throughput against a plain Python loop
+
+'actorflow COMMAND --help' describes each command."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "worker":
+        from actorflow.worker import run_worker
+
+        return run_worker(rest)
+    if command in ("send", "receive", "gen"):
+        import argparse
+        import importlib
+
+        tool = importlib.import_module(f"actorflow.tools.{command}")
+        parser = argparse.ArgumentParser(prog=f"actorflow {command}")
+        tool.configure_parser(parser)
+        return tool.main(parser.parse_args(rest))
+    if command in ("demo", "bench"):
+        import importlib
+
+        tool = importlib.import_module(f"actorflow.tools.{command}")
+        return tool.run(rest)
+    print(f"actorflow: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2

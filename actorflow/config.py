@@ -1,0 +1,169 @@
+"""The worker's flags: Wallaroo's names and short forms, from the command line,
+a config file (``-c FILE``) or ``ACTORFLOW_*`` environment variables.
+
+The command line wins over the environment, which wins over the config file.
+Arguments the worker does not know pass through to ``application_setup(args)``;
+the app also sees the worker's own flags (``--in``, ``--out``, ...) in their
+canonical long form, whatever way they were given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import configargparse
+
+from actorflow.api import parse_input_addr
+from actorflow.errors import ApplicationError, ConfigError
+from actorflow.plan import Settings
+
+# Flags forwarded to the app, in their canonical form: (attribute, flag).
+_APP_FLAGS = (
+    ("inputs", "--in"),
+    ("out", "--out"),
+    ("metrics", "--metrics"),
+    ("control", "--control"),
+    ("data", "--data"),
+    ("my_control", "--my-control"),
+    ("my_data", "--my-data"),
+    ("external", "--external"),
+    ("worker_count", "--worker-count"),
+    ("worker_name", "--worker-name"),
+    ("resilience_dir", "--resilience-dir"),
+)
+
+
+def host_port(text: str, flag: str) -> tuple[str, int]:
+    """Parse ``host:port``; ConfigError naming the flag otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        msg = f"{flag} {text!r}: expected host:port"
+        raise ConfigError(msg)
+    return host, int(port)
+
+
+def worker_parser(prog: str = "actorflow worker", with_app: bool = True) -> configargparse.ArgParser:
+    p = configargparse.ArgParser(
+        prog=prog,
+        auto_env_var_prefix="ACTORFLOW_",
+        description="Run one actorflow worker. Unknown arguments pass to the app.",
+        formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-c", "--config", is_config_file=True, help="config file (key = value lines)")
+    if with_app:
+        p.add_argument("--app", required=True, help="path of the app module (a .py file)")
+    p.add_argument("-i", "--in", dest="inputs", help="source addresses: name@host:port,...")
+    p.add_argument("-o", "--out", help="sink address(es): host:port,...")
+    p.add_argument("-m", "--metrics", help="metrics address host:port (not implemented yet)")
+    p.add_argument("--control", help="initializer: listen here; others: join here")
+    p.add_argument("-d", "--data", help="data channel host:port; actors advertise its host")
+    p.add_argument("-x", "--my-control", help="a non-initializer's own control address")
+    p.add_argument("-y", "--my-data", help="a non-initializer's own data address")
+    p.add_argument("-e", "--external", help="external channel address (not implemented yet)")
+    p.add_argument("-w", "--worker-count", type=int, default=1, help="workers in the cluster")
+    p.add_argument(
+        "-t",
+        "--topology-initializer",
+        "--cluster-initializer",
+        dest="initializer",
+        action="store_true",
+        help="this worker is the initializer",
+    )
+    p.add_argument("-n", "--worker-name", "--name", dest="worker_name", default="initializer")
+    p.add_argument("-r", "--resilience-dir", default="/tmp", help="topology and recovery files")
+    p.add_argument("--batch-size", type=int, default=Settings.batch_size, help="records per batch")
+    p.add_argument("--window", type=int, default=Settings.window, help="batches in flight per link")
+    p.add_argument("--partitions", type=int, default=Settings.partitions, help="per state step")
+    p.add_argument(
+        "--max-frame-size", type=int, default=Settings.max_frame_size, help="bytes per input frame"
+    )
+    p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to start up")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    return p
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """A worker's resolved configuration."""
+
+    app: str
+    name: str
+    control: tuple[str, int]
+    initializer: bool
+    worker_count: int
+    inputs: str | None
+    out: str | None
+    metrics: str | None
+    data: tuple[str, int] | None
+    resilience_dir: str
+    settings: Settings
+    ready_timeout: float
+    log_level: str
+    app_args: tuple[str, ...]
+
+
+def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConfig:
+    """Parse and check a worker's flags (``app`` given when the app module is the program)."""
+    parser = worker_parser(with_app=app is None)
+    ns, extra = parser.parse_known_args(list(argv))
+    app = app or ns.app
+    if not ns.control:
+        raise ConfigError("--control host:port is required (the initializer's control channel)")
+    control = host_port(ns.control, "--control")
+    data = host_port(ns.data, "--data") if ns.data else None
+    if ns.worker_count < 1:
+        raise ConfigError(f"--worker-count must be 1 or more; got {ns.worker_count}")
+    initializer = ns.initializer or ns.worker_count == 1
+    if ns.worker_count > 1 or not initializer:
+        msg = (
+            f"--worker-count {ns.worker_count}: only one-worker clusters "
+            "(--topology-initializer --worker-count 1) are supported in this version"
+        )
+        raise ConfigError(msg)
+    if ns.inputs:
+        for entry in ns.inputs.split(","):
+            try:
+                parse_input_addr(entry)
+            except ApplicationError as exc:
+                raise ConfigError(str(exc)) from None
+    if ns.out:
+        for entry in ns.out.split(","):
+            host_port(entry, "--out")
+    if ns.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"--log-level {ns.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    for flag, value in (("--batch-size", ns.batch_size), ("--window", ns.window),
+                        ("--partitions", ns.partitions), ("--max-frame-size", ns.max_frame_size)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be 1 or more; got {value}")
+    settings = Settings(
+        batch_size=ns.batch_size,
+        window=ns.window,
+        partitions=ns.partitions,
+        max_frame_size=ns.max_frame_size,
+    )
+    app_args: list[str] = []
+    for attr, flag in _APP_FLAGS:
+        value = getattr(ns, attr)
+        if value is not None:
+            app_args += [flag, str(value)]
+    if initializer:
+        app_args.append("--topology-initializer")
+    app_args += extra
+    return WorkerConfig(
+        app=os.path.abspath(app),
+        name=ns.worker_name,
+        control=control,
+        initializer=initializer,
+        worker_count=ns.worker_count,
+        inputs=ns.inputs,
+        out=ns.out,
+        metrics=ns.metrics,
+        data=data,
+        resilience_dir=ns.resilience_dir,
+        settings=settings,
+        ready_timeout=ns.ready_timeout,
+        log_level=ns.log_level.upper(),
+        app_args=tuple(app_args),
+    )

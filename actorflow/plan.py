@@ -1,0 +1,239 @@
+"""Compile an Application into a plan, place the plan on workers, and wire it.
+
+Three pure steps, each unit-testable without actors:
+
+1. :func:`compile_plan` coalesces the app graph into plan stages, the actor
+   kinds of the runtime: ``source``, ``chain`` (a run of stateless steps),
+   ``router`` (the stateless steps right before a state step, then the
+   partition router), ``state`` (one state computation) and ``sink`` (one
+   sink config). A state step ends a chain, as in Wallaroo's design.
+2. :func:`place` decides which workers run which stage: sources on the
+   workers that have them, chains, routers and sinks on every worker, keyed
+   state spread over the workers by partition, unkeyed state on one worker.
+3. :func:`wire` turns actor addresses into each actor's outgoing routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from actorflow.api import Application, GenSourceConfig, StateComputation
+from actorflow.messages import Route
+from actorflow.partitioning import DEFAULT_PARTITIONS, owners
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime knobs shared by every actor of a cluster."""
+
+    batch_size: int = 1000  # records per batch, at most
+    window: int = 4  # unacknowledged batches per link, at most
+    partitions: int = DEFAULT_PARTITIONS  # per keyed state step
+    max_frame_size: int = 1 << 20  # a source closes a connection announcing more
+    sink_buffer: int = 4 << 20  # bytes a sink holds while its receiver is away
+    reconnect_max: float = 2.0  # seconds between sink reconnect attempts, at most
+    error_log_limit: int = 20  # user errors logged in full per step; then every 1000th
+
+
+@dataclass(frozen=True)
+class PlanStage:
+    """One actor kind in the plan; replicas of it are placed on workers."""
+
+    id: str
+    kind: str  # source | chain | router | state | sink
+    name: str
+    app_stages: tuple[int, ...]  # app stage ids this actor runs, in order
+    inputs: tuple[str, ...] = ()
+    sink_index: int = 0  # sink: which config of the sink stage
+    keyed: bool = False  # state: partitioned by key, else a single instance
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The compiled app: plan stages in topological order."""
+
+    app_name: str
+    stages: tuple[PlanStage, ...]
+
+    def stage(self, stage_id: str) -> PlanStage:
+        for s in self.stages:
+            if s.id == stage_id:
+                return s
+        raise KeyError(stage_id)
+
+    def outputs(self, stage_id: str) -> list[PlanStage]:
+        return [s for s in self.stages if stage_id in s.inputs]
+
+
+def compile_plan(app: Application) -> Plan:
+    """Coalesce the app graph into plan stages."""
+    child_count = {s.id: 0 for s in app.stages}
+    for s in app.stages:
+        for p in s.parents:
+            child_count[p] += 1
+    stages: dict[str, PlanStage] = {}
+    out: dict[int, list[str]] = {}  # app stage -> plan stages carrying its stream
+    keyed: dict[int, bool] = {}
+
+    def add(kind: str, first: int, name: str, inputs: list[str], **kw: Any) -> str:
+        sid = f"{kind}{first}"
+        stages[sid] = PlanStage(sid, kind, name, (first,), tuple(inputs), **kw)
+        return sid
+
+    def open_chain(parent: int) -> str | None:
+        """The chain that parent's stream ends in, if nothing else reads it."""
+        ids = out[parent]
+        if len(ids) == 1 and stages[ids[0]].kind == "chain" and child_count[parent] == 1:
+            return ids[0]
+        return None
+
+    for s in app.stages:
+        parent = s.parents[0] if s.parents else None
+        if s.kind == "source":
+            out[s.id] = [add("source", s.id, s.name, [])]
+            keyed[s.id] = False
+        elif s.kind == "merge":
+            out[s.id] = [x for p in s.parents for x in out[p]]
+            keyed[s.id] = any(keyed[p] for p in s.parents)
+        elif s.kind == "sink":
+            for i, cfg in enumerate(s.spec):
+                sid = f"sink{s.id}.{i}"
+                stages[sid] = PlanStage(
+                    sid, "sink", cfg.name, (s.id,), tuple(out[parent]), sink_index=i
+                )
+        elif s.kind == "to" and isinstance(s.spec, StateComputation):
+            chain = open_chain(parent)
+            if chain is not None:
+                old = stages.pop(chain)
+                router = "router" + chain.removeprefix("chain")
+                stages[router] = replace(old, id=router, kind="router")
+            else:
+                router = add("router", s.id, f"route to {s.name}", out[parent])
+            keyed[s.id] = keyed[parent]
+            out[s.id] = [add("state", s.id, s.name, [router], keyed=keyed[s.id])]
+        else:  # a stateless step: to, key_by, collect
+            keyed[s.id] = {"key_by": True, "collect": False}.get(s.kind, keyed[parent])
+            chain = open_chain(parent)
+            if chain is not None:
+                c = stages[chain]
+                stages[chain] = replace(
+                    c, app_stages=(*c.app_stages, s.id), name=f"{c.name} | {s.name}"
+                )
+                out[s.id] = [chain]
+            else:
+                out[s.id] = [add("chain", s.id, s.name, out[parent])]
+    return Plan(app.name, tuple(stages.values()))
+
+
+@dataclass(frozen=True)
+class PlacedStage:
+    """A replica of a plan stage on one worker."""
+
+    stage: PlanStage
+    worker: str
+    partitions: tuple[int, ...] = ()  # state: the partitions this replica owns
+
+    @property
+    def id(self) -> str:
+        return self.stage.id
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which worker runs which replica, and who owns each partition of each state step."""
+
+    workers: tuple[str, ...]
+    placed: tuple[PlacedStage, ...]
+    owners: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def on(self, worker: str) -> list[PlacedStage]:
+        """The actor group of one worker."""
+        return [p for p in self.placed if p.worker == worker]
+
+    def replica(self, stage_id: str, worker: str) -> PlacedStage | None:
+        for p in self.placed:
+            if p.stage.id == stage_id and p.worker == worker:
+                return p
+        return None
+
+
+def place(
+    plan: Plan,
+    app: Application,
+    workers: Sequence[str],
+    source_workers: Mapping[str, Sequence[str]] | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
+) -> Placement:
+    """Place every plan stage on workers.
+
+    ``source_workers[name]`` lists the workers that run the source called
+    ``name`` (by default every worker for a TCP source, the first worker for a
+    generator source).
+    """
+    workers = tuple(workers)
+    if not workers:
+        raise ValueError("place() needs at least one worker")
+    placed: list[PlacedStage] = []
+    part_owners: dict[str, tuple[str, ...]] = {}
+    unkeyed = 0
+    for st in plan.stages:
+        if st.kind == "source":
+            spec = app.stage(st.app_stages[0]).spec[1]
+            default = workers[:1] if isinstance(spec, GenSourceConfig) else workers
+            on = (source_workers or {}).get(st.name, default)
+            placed += [PlacedStage(st, w) for w in workers if w in on]
+        elif st.kind == "state":
+            if st.keyed:
+                table = owners(partitions, workers)
+            else:
+                table = (workers[unkeyed % len(workers)],)
+                unkeyed += 1
+            part_owners[st.id] = table
+            for w in workers:
+                mine = tuple(p for p, o in enumerate(table) if o == w)
+                if mine:
+                    placed.append(PlacedStage(st, w, mine))
+        else:
+            placed += [PlacedStage(st, w) for w in workers]
+    return Placement(workers, tuple(placed), part_owners)
+
+
+def wire(
+    plan: Plan, placement: Placement, addresses: Mapping[tuple[str, str], Any]
+) -> dict[tuple[str, str], tuple[Route, ...]]:
+    """Each placed actor's routes, given ``addresses[(stage id, worker)]``."""
+    routes: dict[tuple[str, str], tuple[Route, ...]] = {}
+    for p in placement.placed:
+        mine = []
+        for nxt in plan.outputs(p.stage.id):
+            if nxt.kind == "state":
+                table = placement.owners[nxt.id]
+                targets = tuple(addresses[(nxt.id, w)] for w in table)
+                mine.append(Route("partitioned", targets))
+            elif nxt.kind == "sink":
+                target = (addresses[(nxt.id, p.worker)],)
+                mine.append(Route("encoded", target, (nxt.app_stages[0], nxt.sink_index)))
+            else:
+                mine.append(Route("records", (addresses[(nxt.id, p.worker)],)))
+        routes[(p.stage.id, p.worker)] = tuple(mine)
+    return routes
+
+
+def describe(plan: Plan, placement: Placement) -> dict[str, Any]:
+    """A JSON-able summary: the stages and what runs where."""
+    return {
+        "app": plan.app_name,
+        "stages": [
+            {"id": s.id, "kind": s.kind, "name": s.name, "inputs": list(s.inputs)}
+            for s in plan.stages
+        ],
+        "workers": {
+            w: [
+                {"stage": p.stage.id, "kind": p.stage.kind, "partitions": len(p.partitions)}
+                for p in placement.on(w)
+            ]
+            for w in placement.workers
+        },
+    }

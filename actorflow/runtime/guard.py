@@ -1,0 +1,60 @@
+"""The worker guard: ends every process of a worker when its command is gone.
+
+Thespian's admin daemonizes (setsid, double fork) and outlives the command
+that started it. All of a worker's actor processes share the admin's process
+group, so the guard, one of them, can end them all when the worker command
+dies without cleaning up (SIGKILL, a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import WakeupMessage
+
+from actorflow.messages import GuardReady, GuardWorker
+from actorflow.runtime.stage import PlacedActor
+
+log = logging.getLogger("actorflow.guard")
+
+POLL = timedelta(milliseconds=500)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, waiting for its parent to reap it, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+class WorkerGuard(PlacedActor):
+    """Polls the worker command's pid; kills the worker's process group once it is gone."""
+
+    pid = 0
+
+    def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
+        if isinstance(msg, GuardWorker):
+            self.pid = msg.pid
+            self.send(sender, GuardReady(os.getpgid(0)))
+            self.wakeupAfter(POLL)
+        elif isinstance(msg, WakeupMessage) and self.pid:
+            if alive(self.pid):
+                self.wakeupAfter(POLL)
+            else:
+                log.error("guard: worker command %d is gone; ending its actor processes", self.pid)
+                os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -1,0 +1,178 @@
+"""Outgoing links with flow control, and the routes built on them.
+
+An :class:`Outlet` is one link to one downstream actor. It batches records up
+to ``batch_size`` and allows at most ``window`` unacknowledged batches. A
+partial batch goes out at once when nothing is in flight (low latency when
+idle) and otherwise waits for the next acknowledgement or a full batch (large
+batches under load). What cannot be sent stays in the outlet's buffer; the
+owning actor stops taking input while any buffer holds a full batch, which
+is how back-pressure reaches the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from actorflow.messages import Batch, EncodedBatch, Route
+from actorflow.partitioning import partition_of
+from actorflow.runtime.steps import ErrorLog
+
+Send = Callable[[Any, Any], None]
+
+_KEY_CACHE_LIMIT = 1 << 16
+
+
+class Outlet:
+    """One flow-controlled link to one downstream actor."""
+
+    def __init__(
+        self, send: Send, target: Any, link: int, window: int, batch_size: int, encoded: bool
+    ) -> None:
+        self.send = send
+        self.target = target
+        self.link = link
+        self.window = window
+        self.batch_size = batch_size
+        self.encoded = encoded
+        self.buf: list = []
+        self.in_flight = 0
+        self.seq = 0
+        self.sent_records = 0
+        self.sent_batches = 0
+
+    @property
+    def full(self) -> bool:
+        """A whole batch is waiting for credit."""
+        return len(self.buf) >= self.batch_size
+
+    def pump(self) -> None:
+        """Send what the window allows."""
+        buf = self.buf
+        while buf and self.in_flight < self.window:
+            if self.in_flight and len(buf) < self.batch_size:
+                return  # wait for an ack or a full batch
+            chunk = buf[: self.batch_size]
+            del buf[: self.batch_size]
+            self.seq += 1
+            self.in_flight += 1
+            self.sent_records += len(chunk)
+            self.sent_batches += 1
+            if self.encoded:
+                self.send(self.target, EncodedBatch(self.link, self.seq, b"".join(chunk), len(chunk)))
+            else:
+                self.send(self.target, Batch(self.link, self.seq, chunk))
+
+    def acked(self) -> None:
+        self.in_flight -= 1
+        self.pump()
+
+
+class RecordsRoute:
+    """Every record to one actor."""
+
+    def __init__(self, outlet: Outlet) -> None:
+        self.outlets = [outlet]
+        self._buf = outlet.buf
+
+    def emit(self, records: list) -> None:
+        self._buf.extend(records)
+
+
+class PartitionedRoute:
+    """Each record to the actor that owns its key's partition."""
+
+    def __init__(self, outlets: list[Outlet], by_partition: list[Outlet], errors: ErrorLog) -> None:
+        self.outlets = outlets
+        self.by_partition = by_partition
+        self.count = len(by_partition)
+        self.errors = errors
+        self.cache: dict[Any, list] = {}
+
+    def emit(self, records: list) -> None:
+        cache = self.cache
+        for rec in records:
+            key = rec[0]
+            try:
+                buf = cache[key]
+            except KeyError:
+                try:
+                    buf = self.by_partition[partition_of(key, self.count)].buf
+                except TypeError as exc:  # a key of an unsupported type
+                    self.errors.report(exc, key, rec[1])
+                    continue
+                if len(cache) >= _KEY_CACHE_LIMIT:
+                    cache.clear()
+                cache[key] = buf
+            except TypeError as exc:  # an unhashable key
+                self.errors.report(exc, key, rec[1])
+                continue
+            buf.append(rec)
+
+
+class EncodedRoute:
+    """Every record, encoded by the sink's encoder, to one sink actor."""
+
+    def __init__(self, outlet: Outlet, encode: Callable[[Any], bytes], errors: ErrorLog) -> None:
+        self.outlets = [outlet]
+        self._buf = outlet.buf
+        self.encode = encode
+        self.errors = errors
+
+    def emit(self, records: list) -> None:
+        encode = self.encode
+        append = self._buf.append
+        for key, value in records:
+            try:
+                data = encode(value)
+            except Exception as exc:
+                self.errors.report(exc, key, value)
+                continue
+            if data.__class__ is not bytes:
+                if isinstance(data, bytearray | memoryview):
+                    data = bytes(data)
+                else:
+                    self.errors.report(
+                        TypeError(f"encoder returned {type(data).__name__}, not bytes"), key, value
+                    )
+                    continue
+            append(data)
+
+
+def build_routes(
+    routes: tuple[Route, ...],
+    send: Send,
+    window: int,
+    batch_size: int,
+    encoder_for: Callable[[tuple[int, int]], tuple[Callable[[Any], bytes], ErrorLog]],
+    router_errors: ErrorLog,
+) -> tuple[list, dict[int, Outlet]]:
+    """Outlets and routes for a placed actor's ``routes``; outlets indexed by link id."""
+    outlets: dict[int, Outlet] = {}
+
+    def outlet(target: Any, encoded: bool = False) -> Outlet:
+        o = Outlet(send, target, len(outlets) + 1, window, batch_size, encoded)
+        outlets[o.link] = o
+        return o
+
+    built: list = []
+    for r in routes:
+        if r.kind == "records":
+            built.append(RecordsRoute(outlet(r.targets[0])))
+        elif r.kind == "encoded":
+            assert r.sink is not None
+            encode, errors = encoder_for(r.sink)
+            built.append(EncodedRoute(outlet(r.targets[0], encoded=True), encode, errors))
+        elif r.kind == "partitioned":
+            distinct: dict[str, Outlet] = {}
+            by_partition = []
+            for t in r.targets:
+                o = distinct.get(str(t))
+                if o is None:
+                    o = distinct[str(t)] = outlet(t)
+                by_partition.append(o)
+            built.append(PartitionedRoute(list(distinct.values()), by_partition, router_errors))
+        else:
+            msg = f"unknown route kind {r.kind!r}"
+            raise ValueError(msg)
+    return built, outlets

@@ -1,0 +1,161 @@
+"""Sink actors: write encoded output to a TCP receiver.
+
+The sink connects to its receiver and reconnects with back-off when the
+receiver is not up yet or goes away, keeping what it holds. It acknowledges a
+batch once the bytes are written or its buffer is below the bound, so a slow
+or absent receiver slows the whole pipeline instead of growing memory.
+Bytes already handed to the kernel when a receiver dies are lost with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import timedelta
+from typing import Any
+
+from actorflow.messages import Ack, EncodedBatch
+from actorflow.runtime.stage import StageActor
+
+log = logging.getLogger("actorflow.sink")
+
+_RETRY_WRITE = timedelta(milliseconds=2)
+
+
+class SinkActor(StageActor):
+    """Writes encoded batches to one TCP sink."""
+
+    kind = "sink"
+
+    def setup(self) -> None:
+        assert self.app is not None and self.config is not None
+        st = self.config.stage.stage
+        cfg = self.app.stage(st.app_stages[0]).spec[st.sink_index]
+        self.address = (cfg.host, cfg.port)
+        self.sock: socket.socket | None = None
+        self.out = bytearray()
+        self.limit = self.config.settings.sink_buffer
+        self.backoff = 0.05
+        self.reconnect_pending = False
+        self.write_pending = False
+        self.warned = False
+        self.written_bytes = 0
+        self.connects = 0
+        self.connect()
+
+    @property
+    def where(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def connect(self) -> None:
+        self.reconnect_pending = False
+        try:
+            sock = socket.create_connection(self.address, timeout=1.0)
+        except OSError as exc:
+            if not self.warned:
+                log.warning(
+                    "sink: receiver at %s is not reachable (%s); retrying with back-off",
+                    self.where,
+                    exc.strerror or exc,
+                )
+                self.warned = True
+            self.reconnect_pending = True
+            self.wakeupAfter(timedelta(seconds=self.backoff), "reconnect")
+            self.backoff = min(self.backoff * 2, self.config.settings.reconnect_max)
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.watch = [sock.fileno()]
+        self.backoff = 0.05
+        self.connects += 1
+        log.info("sink: connected to %s", self.where)
+        self.warned = False
+        self.flush()
+
+    def disconnect(self, why: str) -> None:
+        if self.sock is None:
+            return
+        log.warning("sink: lost %s (%s); %d bytes held, reconnecting", self.where, why, len(self.out))
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.sock = None
+        self.watch = []
+        if not self.reconnect_pending:
+            self.reconnect_pending = True
+            self.wakeupAfter(timedelta(seconds=self.backoff), "reconnect")
+
+    def on_encoded(self, msg: EncodedBatch, sender: Any) -> None:
+        self.batches_in += 1
+        self.records_in += msg.count
+        self.out += msg.data
+        self.flush()
+        ack = Ack(msg.link, msg.seq)
+        if len(self.out) > self.limit:
+            self.deferred.append((sender, ack))
+        else:
+            self.send(sender, ack)
+
+    def flush(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        out = self.out
+        while out:
+            try:
+                n = sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                if not self.write_pending:
+                    self.write_pending = True
+                    self.wakeupAfter(_RETRY_WRITE, "write")
+                break
+            except OSError as exc:
+                self.disconnect(str(exc))
+                break
+            self.written_bytes += n
+            del out[:n]
+        if len(out) <= self.limit:
+            self.release()
+
+    def on_watch(self, ready: list[int]) -> None:
+        if self.sock is None or self.sock.fileno() not in ready:
+            return
+        try:
+            data = self.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.disconnect(str(exc))
+            return
+        if not data:
+            self.disconnect("closed by the receiver")
+
+    def on_wakeup(self, payload: Any) -> None:
+        if payload == "reconnect":
+            self.connect()
+        elif payload == "write":
+            self.write_pending = False
+            self.flush()
+
+    def on_exit(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.setblocking(True)
+                self.sock.settimeout(1.0)
+                self.sock.sendall(self.out)
+            except OSError:
+                pass
+            self.sock.close()
+            self.sock = None
+
+    def counters(self) -> dict:
+        c = super().counters()
+        c.update(
+            connected=getattr(self, "sock", None) is not None,
+            bytes_written=getattr(self, "written_bytes", 0),
+            bytes_held=len(getattr(self, "out", b"")),
+            connects=getattr(self, "connects", 0),
+        )
+        return c

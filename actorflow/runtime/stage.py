@@ -1,0 +1,213 @@
+"""The base of every placed actor: configuration, batches in, acknowledgements, status.
+
+A stage acknowledges an input batch once it has handled it, unless one of its
+outlets holds a whole batch it may not send yet; then the acknowledgement
+waits until the outlet drains. Upstream windows are small, so every buffer on
+the way is bounded and a slow sink slows the source down.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from thespian.actors import (
+    Actor,
+    ActorExitRequest,
+    PoisonMessage,
+    ThespianWatch,
+    WakeupMessage,
+    WatchMessage,
+)
+
+from actorflow.api import Application
+from actorflow.loader import load_application
+from actorflow.messages import (
+    Ack,
+    Batch,
+    Configure,
+    Configured,
+    EncodedBatch,
+    StageStatus,
+    StatusQuery,
+)
+from actorflow.runtime.outlets import Outlet, build_routes
+from actorflow.runtime.steps import ErrorLog
+
+WORKER_CAPABILITY = "actorflow.worker"
+
+log = logging.getLogger("actorflow.stage")
+
+
+class PlacedActor(Actor):
+    """An actor that may only be created on the worker named in its requirements."""
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict, requirements: dict) -> bool:  # noqa: N802
+        wanted = requirements.get("worker")
+        return wanted is None or capabilities.get(WORKER_CAPABILITY) == wanted
+
+
+class StageActor(PlacedActor):
+    """Common behaviour of sources, chains, routers, state steps and sinks."""
+
+    kind = "stage"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: Configure | None = None
+        self.app: Application | None = None
+        self.routes: list = []
+        self.outlets: dict[int, Outlet] = {}
+        self.deferred: list[tuple[Any, Ack]] = []
+        self.records_in = 0
+        self.batches_in = 0
+        self.error_logs: list[ErrorLog] = []
+        self.watch: list[int] = []
+
+    # ---- dispatch ---------------------------------------------------------
+
+    def receiveMessage(self, msg: Any, sender: Any) -> Any:  # noqa: N802
+        try:
+            cls = msg.__class__
+            if cls is Batch:
+                self.on_batch(msg, sender)
+            elif cls is Ack:
+                self.on_ack(msg)
+            elif cls is EncodedBatch:
+                self.on_encoded(msg, sender)
+            elif cls is WatchMessage:
+                self.on_watch(msg.ready)
+            elif cls is WakeupMessage:
+                self.on_wakeup(msg.payload)
+            elif cls is Configure:
+                self.send(sender, self.configure(msg))
+            elif cls is StatusQuery:
+                self.send(sender, self.status())
+            elif isinstance(msg, ActorExitRequest):
+                self.on_exit()
+                return None
+            elif isinstance(msg, PoisonMessage):
+                log.error("%s: a message could not be delivered: %r", self.name, msg.poisonMessage)
+            else:
+                self.on_other(msg, sender)
+        except Exception:
+            log.error("%s: internal error on %s:\n%s", self.name, type(msg).__name__,
+                      traceback.format_exc())
+        return ThespianWatch(self.watch) if self.watch else None
+
+    # ---- configuration ----------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        if self.config is None:
+            return f"{self.kind} (not configured)"
+        return f"{self.config.stage.stage.id}@{self.config.worker}"
+
+    def configure(self, cfg: Configure) -> Configured:
+        stage_id = cfg.stage.stage.id
+        try:
+            self.config = cfg
+            self.app = load_application(cfg.app_path, cfg.app_args)
+            s = cfg.settings
+            router_errors = ErrorLog(f"{cfg.stage.stage.name} (partition routing)", s.error_log_limit)
+            self.routes, self.outlets = build_routes(
+                cfg.routes, self.send, s.window, s.batch_size, self._encoder_for, router_errors
+            )
+            self.error_logs.append(router_errors)
+            self.setup()
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            log.error("%s: configuration failed: %s", stage_id, traceback.format_exc())
+            return Configured(stage_id, cfg.worker, detail)
+        return Configured(stage_id, cfg.worker)
+
+    def _encoder_for(self, sink: tuple[int, int]) -> tuple[Any, ErrorLog]:
+        assert self.app is not None and self.config is not None
+        stage_id, index = sink
+        cfg = self.app.stage(stage_id).spec[index]
+        errors = ErrorLog(f"encoder of {cfg.name}", self.config.settings.error_log_limit)
+        self.error_logs.append(errors)
+        return cfg.encoder.func, errors
+
+    def setup(self) -> None:
+        """Subclasses prepare their user functions here."""
+
+    # ---- data path --------------------------------------------------------
+
+    def emit(self, records: list) -> None:
+        """Hand records to every route and send what the windows allow."""
+        if records:
+            for r in self.routes:
+                r.emit(records)
+        for o in self.outlets.values():
+            if o.buf:
+                o.pump()
+
+    def backlogged(self) -> bool:
+        for o in self.outlets.values():
+            if len(o.buf) >= o.batch_size:
+                return True
+        return False
+
+    def on_batch(self, msg: Batch, sender: Any) -> None:
+        self.batches_in += 1
+        self.records_in += len(msg.records)
+        self.emit(self.process(msg.records))
+        ack = Ack(msg.link, msg.seq)
+        if self.backlogged():
+            self.deferred.append((sender, ack))
+        else:
+            self.send(sender, ack)
+
+    def process(self, records: list) -> list:
+        """Subclasses turn input records into output records."""
+        return records
+
+    def on_ack(self, msg: Ack) -> None:
+        o = self.outlets.get(msg.link)
+        if o is not None:
+            o.acked()
+        if not self.backlogged():
+            self.release()
+
+    def release(self) -> None:
+        """Send the acknowledgements held back while backlogged."""
+        if self.deferred:
+            held, self.deferred = self.deferred, []
+            for sender, ack in held:
+                self.send(sender, ack)
+
+    def on_encoded(self, msg: EncodedBatch, sender: Any) -> None:
+        log.error("%s: got encoded output, but only sinks take it", self.name)
+
+    def on_watch(self, ready: list[int]) -> None:
+        pass
+
+    def on_wakeup(self, payload: Any) -> None:
+        pass
+
+    def on_other(self, msg: Any, sender: Any) -> None:
+        log.warning("%s: unexpected message %r", self.name, msg)
+
+    def on_exit(self) -> None:
+        pass
+
+    # ---- status -----------------------------------------------------------
+
+    def counters(self) -> dict:
+        return {
+            "records_in": self.records_in,
+            "batches_in": self.batches_in,
+            "records_out": sum(o.sent_records for o in self.outlets.values()),
+            "batches_out": sum(o.sent_batches for o in self.outlets.values()),
+            "errors": sum(e.count for e in self.error_logs),
+            "buffered": sum(len(o.buf) for o in self.outlets.values()),
+            "held_acks": len(self.deferred),
+        }
+
+    def status(self) -> StageStatus:
+        stage_id = self.config.stage.stage.id if self.config else "?"
+        worker = self.config.worker if self.config else "?"
+        return StageStatus(stage_id, worker, self.kind, self.counters())

@@ -1,0 +1,1 @@
+"""Test tools for actorflow: a load sender, a data receiver and input generators."""
