@@ -138,9 +138,7 @@ def state_computation(name: str, state: Callable[[], Any]) -> Callable[..., Stat
     return wrap
 
 
-def state_computation_multi(
-    name: str, state: Callable[[], Any]
-) -> Callable[..., StateComputation]:
+def state_computation_multi(name: str, state: Callable[[], Any]) -> Callable[..., StateComputation]:
     """Decorate ``f(data, state) -> list | None``; one output per list element."""
     _check_state_class(name, state)
 
@@ -165,7 +163,9 @@ def decoder(header_length: int = 4, length_fmt: str = ">I") -> Callable[..., Dec
         msg = f"decoder: length_fmt {length_fmt!r} is not a struct format ({exc})"
         raise ApplicationError(msg) from None
     if size != header_length:
-        msg = f"decoder: length_fmt {length_fmt!r} is {size} bytes, header_length is {header_length}"
+        msg = (
+            f"decoder: length_fmt {length_fmt!r} is {size} bytes, header_length is {header_length}"
+        )
         raise ApplicationError(msg)
 
     def wrap(func: Callable[[bytes], Any]) -> Decoder:

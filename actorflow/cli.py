@@ -12,6 +12,7 @@ commands:
   send      send frames:       actorflow send --host H:P --file F (--framed | --newlines)
   receive   receive output:    actorflow receive --listen H:P [--framed] [--output F]
   gen       generate data:     actorflow gen alphabet --messages N --output F
+  status    cluster status:    actorflow status --control H:P [--json]
   demo      run the alphabet example end to end on this machine
   bench     measure throughput against a plain Python loop
 
@@ -28,11 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actorflow.worker import run_worker
 
         return run_worker(rest)
-    if command in ("send", "receive", "gen"):
+    if command in ("send", "receive", "gen", "status"):
         import argparse
         import importlib
 
-        tool = importlib.import_module(f"actorflow.tools.{command}")
+        module = "actorflow.status" if command == "status" else f"actorflow.tools.{command}"
+        tool = importlib.import_module(module)
         parser = argparse.ArgumentParser(prog=f"actorflow {command}")
         tool.configure_parser(parser)
         return tool.main(parser.parse_args(rest))

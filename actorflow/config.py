@@ -44,10 +44,13 @@ def host_port(text: str, flag: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def worker_parser(prog: str = "actorflow worker", with_app: bool = True) -> configargparse.ArgParser:
+def worker_parser(
+    prog: str = "actorflow worker", with_app: bool = True
+) -> configargparse.ArgParser:
     p = configargparse.ArgParser(
         prog=prog,
         auto_env_var_prefix="ACTORFLOW_",
+        allow_abbrev=False,  # an app's --batch must not be taken for --batch-size
         description="Run one actorflow worker. Unknown arguments pass to the app.",
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
     )
@@ -78,6 +81,12 @@ def worker_parser(prog: str = "actorflow worker", with_app: bool = True) -> conf
     p.add_argument("--partitions", type=int, default=Settings.partitions, help="per state step")
     p.add_argument(
         "--max-frame-size", type=int, default=Settings.max_frame_size, help="bytes per input frame"
+    )
+    p.add_argument(
+        "--sink-buffer",
+        type=int,
+        default=Settings.sink_buffer,
+        help="bytes a sink holds while its receiver is slow or away",
     )
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to start up")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -133,8 +142,13 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
             host_port(entry, "--out")
     if ns.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level {ns.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
-    for flag, value in (("--batch-size", ns.batch_size), ("--window", ns.window),
-                        ("--partitions", ns.partitions), ("--max-frame-size", ns.max_frame_size)):
+    for flag, value in (
+        ("--batch-size", ns.batch_size),
+        ("--window", ns.window),
+        ("--partitions", ns.partitions),
+        ("--max-frame-size", ns.max_frame_size),
+        ("--sink-buffer", ns.sink_buffer),
+    ):
         if value < 1:
             raise ConfigError(f"{flag} must be 1 or more; got {value}")
     settings = Settings(
@@ -142,6 +156,7 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         window=ns.window,
         partitions=ns.partitions,
         max_frame_size=ns.max_frame_size,
+        sink_buffer=ns.sink_buffer,
     )
     app_args: list[str] = []
     for attr, flag in _APP_FLAGS:

@@ -111,6 +111,7 @@ def compile_plan(app: Application) -> Plan:
                 stages[router] = replace(old, id=router, kind="router")
             else:
                 router = add("router", s.id, f"route to {s.name}", out[parent])
+                stages[router] = replace(stages[router], app_stages=())  # routes only
             keyed[s.id] = keyed[parent]
             out[s.id] = [add("state", s.id, s.name, [router], keyed=keyed[s.id])]
         else:  # a stateless step: to, key_by, collect

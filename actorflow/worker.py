@@ -78,13 +78,16 @@ class Worker:
         check_port_free(host, port, "--control")
         if cfg.data:
             os.environ["THESPIAN_BASE_IPADDR"] = cfg.data[0]
-            log.info("actors advertise %s (--data); each actor listens on its own port",
-                     cfg.data[0])
+            log.info(
+                "actors advertise %s (--data); each actor listens on its own port", cfg.data[0]
+            )
         elif "THESPIAN_BASE_IPADDR" not in os.environ:
             os.environ["THESPIAN_BASE_IPADDR"] = host
         if cfg.metrics:
-            log.warning("--metrics %s: metrics reporting is not implemented yet; nothing is sent",
-                        cfg.metrics)
+            log.warning(
+                "--metrics %s: metrics reporting is not implemented yet; nothing is sent",
+                cfg.metrics,
+            )
 
         from thespian.actors import ActorSystem
 
@@ -94,7 +97,9 @@ class Worker:
 
         caps = {"Admin Port": port, WORKER_CAPABILITY: cfg.name}
         self.system = ActorSystem(
-            "multiprocTCPBase", caps, logDefs=thespian_log_config(cfg.log_level),
+            "multiprocTCPBase",
+            caps,
+            logDefs=thespian_log_config(cfg.log_level),
             transientUnique=True,
         )
         where = {"worker": cfg.name}
@@ -156,18 +161,33 @@ def kill_group(pgid: int, grace: float = 2.0) -> None:
             time.sleep(0.05)
 
 
-def _ready_line(name: str, summary: dict) -> str:
+def _ready_line(name: str, summary: dict, pgid: int | None) -> str:
     sources = "; ".join(
         f"{w}: {', '.join(addrs)}" for w, addrs in summary.get("sources", {}).items()
     )
     actors = sum(len(v) for v in summary.get("workers", {}).values())
-    return f"actorflow worker {name}: ready, {actors} actors, sources {sources or 'none'}"
+    return (
+        f"actorflow worker {name}: ready, {actors} actors, sources {sources or 'none'} "
+        f"(actor process group {pgid})"
+    )
+
+
+def _reap_children() -> None:
+    """Collect exited children (Thespian's daemonizing fork leaves one behind)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int:
     """The worker command. ``app`` is given when the app module itself is the program."""
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -187,9 +207,9 @@ def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int
     worker = Worker(cfg)
     try:
         summary = worker.start()
-        print(_ready_line(cfg.name, summary), flush=True)
+        print(_ready_line(cfg.name, summary, worker.pgid), flush=True)
         while not stop.wait(0.5):
-            pass
+            _reap_children()
         log.info("worker %s: stopping", cfg.name)
         return 0
     except ActorflowError as exc:

@@ -51,7 +51,8 @@ def add_votes(vote, state):
 
 @wallaroo.encoder
 def encode_votes(letter_total):
-    line = ("%s => %d\n" % letter_total).encode()
+    letter, total = letter_total
+    line = f"{letter} => {total}\n".encode()
     return struct.pack(">I", len(line)) + line
 
 

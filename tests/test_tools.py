@@ -252,16 +252,14 @@ def test_reader_rejects_a_frame_over_the_limit_naming_size_and_limit() -> None:
         FrameReader().feed(b"\xff\xff\xff\xff")
 
 
-def test_reader_is_fast() -> None:
-    stream = b"".join(alphabet_frames(200_000))
+def test_reader_splits_a_large_stream_in_chunks() -> None:
+    frames = alphabet_frames(200_000)
+    stream = b"".join(frames)
     reader = FrameReader()
-    start = time.perf_counter()
-    count = 0
-    for i in range(0, len(stream), 65536):
-        count += len(reader.feed(stream[i : i + 65536]))
-    elapsed = time.perf_counter() - start
-    assert count == 200_000
-    assert elapsed < 1.0, f"{count / elapsed:,.0f} frames/s"
+    got: list[bytes] = []
+    for i in range(0, len(stream), 65531):  # chunk edges fall inside frames
+        got.extend(reader.feed(stream[i : i + 65531]))
+    assert got == [f[4:] for f in frames]
 
 
 def test_split_frames_reports_leftover_bytes() -> None:
@@ -270,8 +268,11 @@ def test_split_frames_reports_leftover_bytes() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("127.0.0.1:7000", (LOCAL, 7000)), ("localhost:0", ("localhost", 0)),
-     ("[::1]:80", ("::1", 80))],
+    [
+        ("127.0.0.1:7000", (LOCAL, 7000)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:80", ("::1", 80)),
+    ],
 )
 def test_parse_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text) == expected
@@ -311,8 +312,11 @@ def test_alphabet_frames_layout_and_determinism() -> None:
 
 
 def test_alphabet_totals_sum_votes_per_letter() -> None:
-    msgs = [frame(b"a" + (3).to_bytes(4, "big")), frame(b"b" + (10).to_bytes(4, "big")),
-            frame(b"a" + (4).to_bytes(4, "big"))]
+    msgs = [
+        frame(b"a" + (3).to_bytes(4, "big")),
+        frame(b"b" + (10).to_bytes(4, "big")),
+        frame(b"a" + (4).to_bytes(4, "big")),
+    ]
     assert alphabet_totals(msgs) == {"a": 7, "b": 10}
     assert alphabet_totals([m[4:] for m in msgs]) == {"a": 7, "b": 10}  # payloads too
     frames = alphabet_frames(5000)
@@ -351,8 +355,10 @@ def test_gen_cli_writes_the_library_output(tool: Callable[..., Tool], tmp_path: 
     assert gen.read_alphabet_file(str(alpha)) == alphabet_frames(1000, seed=5)
     assert gen._standalone(["words", "--messages", "40", "--output", str(words)]) == 0
     assert words.read_text() == "".join(line + "\n" for line in word_lines(40))
-    assert gen._standalone(["alphabet", "--messages", "3", "--letters", "q",
-                            "--output", str(alpha)]) == 0
+    assert (
+        gen._standalone(["alphabet", "--messages", "3", "--letters", "q", "--output", str(alpha)])
+        == 0
+    )
     assert set(alphabet_totals(gen.read_alphabet_file(str(alpha)))) == {"q"}
 
 
@@ -364,8 +370,12 @@ def test_load_frames_framed_and_newlines(tmp_path: Path) -> None:
     assert load_frames(str(write_frames(tmp_path / "f.bin", frames)), "framed") == frames
     text = tmp_path / "t.txt"
     text.write_bytes(b"one\r\ntwo\n\nthree")
-    assert load_frames(str(text), "newlines") == [frame(b"one"), frame(b"two"), frame(b""),
-                                                  frame(b"three")]
+    assert load_frames(str(text), "newlines") == [
+        frame(b"one"),
+        frame(b"two"),
+        frame(b""),
+        frame(b"three"),
+    ]
     text.write_bytes(b"one\ntwo\n")
     assert load_frames(str(text), "newlines") == [frame(b"one"), frame(b"two")]
 
@@ -417,8 +427,9 @@ def test_repeat_wraps_around_the_file(
     sink = Collect()
     r = receiver(sink=sink)
     frames = [frame(f"m{i}".encode()) for i in range(7)]
-    summary = send.send(LOCAL, r.address[1], frames, messages=messages, batch_size=batch,
-                        repeat=True)
+    summary = send.send(
+        LOCAL, r.address[1], frames, messages=messages, batch_size=batch, repeat=True
+    )
     assert summary["messages"] == messages
     assert r.wait_for(messages, timeout=10)
     assert sink.payloads == [f"m{i % 7}".encode() for i in range(messages)]
@@ -499,7 +510,7 @@ def test_interval_paces_batches(receiver: Callable[..., Receiver]) -> None:
     frames = alphabet_frames(50)
     summary = send.send(LOCAL, r.address[1], frames, batch_size=10, interval_ms=30)
     assert summary["messages"] == 50
-    assert summary["seconds"] >= 0.1  # 5 batches, a 30 ms pause after each
+    assert summary["seconds"] >= 0.1  # 5 batches, a 30 ms pause between each two
     assert r.wait_for(50, timeout=10)
 
 
@@ -510,8 +521,16 @@ def test_repeat_forever_until_stopped_with_progress(receiver: Callable[..., Rece
     result: dict = {}
 
     def run() -> None:
-        result.update(send.send(LOCAL, r.address[1], alphabet_frames(100), repeat=True,
-                                stop=stop, progress=lambda *a: reports.append(a)))
+        result.update(
+            send.send(
+                LOCAL,
+                r.address[1],
+                alphabet_frames(100),
+                repeat=True,
+                stop=stop,
+                progress=lambda *a: reports.append(a),
+            )
+        )
 
     t = threading.Thread(target=run)
     t.start()
@@ -537,8 +556,9 @@ def test_send_reports_peer_closing(capsys: pytest.CaptureFixture[str], tmp_path:
         t.start()
         port = server.getsockname()[1]
         file = write_frames(tmp_path / "a.bin", alphabet_frames(100))
-        rc = send._standalone(["--host", f"{LOCAL}:{port}", "--file", str(file), "--framed",
-                               "--repeat"])
+        rc = send._standalone(
+            ["--host", f"{LOCAL}:{port}", "--file", str(file), "--framed", "--repeat"]
+        )
         t.join(10)
     err = capsys.readouterr().err
     assert rc == 1
@@ -552,8 +572,10 @@ def test_send_reports_peer_closing(capsys: pytest.CaptureFixture[str], tmp_path:
         (["--host", "nocolon", "--file", "{good}", "--framed"], "--host"),
         (["--host", "127.0.0.1:70000", "--file", "{good}", "--framed"], "outside"),
         (["--host", "127.0.0.1:1", "--file", "{cut}", "--framed"], "not a whole number"),
-        (["--host", "127.0.0.1:1", "--file", "{good}", "--framed", "--batch-size", "0"],
-         "--batch-size"),
+        (
+            ["--host", "127.0.0.1:1", "--file", "{good}", "--framed", "--batch-size", "0"],
+            "--batch-size",
+        ),
     ],
 )
 def test_send_errors_exit_1_with_a_message(
@@ -572,8 +594,12 @@ def test_send_errors_exit_1_with_a_message(
 
 @pytest.mark.parametrize(
     "argv",
-    [["--host", "h:1", "--file", "f"], ["--host", "h:1", "--file", "f", "--framed", "--newlines"],
-     ["--file", "f", "--framed"], ["--host", "h:1", "--file", "f", "--framed", "--bogus"]],
+    [
+        ["--host", "h:1", "--file", "f"],
+        ["--host", "h:1", "--file", "f", "--framed", "--newlines"],
+        ["--file", "f", "--framed"],
+        ["--host", "h:1", "--file", "f", "--framed", "--bogus"],
+    ],
 )
 def test_send_flag_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -599,11 +625,22 @@ def test_cli_send_to_cli_receive_framed_into_a_file(
     frames = alphabet_frames(30_000, seed=9)
     data = write_frames(tmp_path / "alpha.bin", frames)
     out = tmp_path / "out.bin"
-    rx = tool("receive", "--listen", f"{LOCAL}:0", "--framed", "--output", str(out),
-              "--expect", "30000", "--timeout", "30")
+    rx = tool(
+        "receive",
+        "--listen",
+        f"{LOCAL}:0",
+        "--framed",
+        "--output",
+        str(out),
+        "--expect",
+        "30000",
+        "--timeout",
+        "30",
+    )
     port = rx.wait_listening()
-    tx = tool("send", "--host", f"{LOCAL}:{port}", "--file", str(data), "--framed",
-              "--batch-size", "1000")
+    tx = tool(
+        "send", "--host", f"{LOCAL}:{port}", "--file", str(data), "--framed", "--batch-size", "1000"
+    )
     assert tx.finish() == 0, tx.stderr
     assert rx.finish() == 0, rx.stderr
     sent = json.loads(tx.stdout)
@@ -621,12 +658,21 @@ def test_cli_send_newlines_of_generated_words(
     tool: Callable[..., Tool], receiver: Callable[..., Receiver], tmp_path: Path
 ) -> None:
     words = tmp_path / "words.txt"
-    assert gen._standalone(["words", "--messages", "2000", "--seed", "4",
-                            "--output", str(words)]) == 0
+    assert (
+        gen._standalone(["words", "--messages", "2000", "--seed", "4", "--output", str(words)]) == 0
+    )
     sink = Collect()
     r = receiver(sink=sink)
-    tx = tool("send", "--host", f"{LOCAL}:{r.address[1]}", "--file", str(words), "--newlines",
-              "--messages", "1500")
+    tx = tool(
+        "send",
+        "--host",
+        f"{LOCAL}:{r.address[1]}",
+        "--file",
+        str(words),
+        "--newlines",
+        "--messages",
+        "1500",
+    )
     assert tx.finish() == 0, tx.stderr
     assert json.loads(tx.stdout)["messages"] == 1500
     assert r.wait_for(1500, timeout=10)
@@ -650,8 +696,17 @@ def test_cli_receive_raw_to_stdout(tool: Callable[..., Tool]) -> None:
 def test_cli_receive_timeout_says_how_many_arrived(
     tool: Callable[..., Tool], tmp_path: Path
 ) -> None:
-    rx = tool("receive", "--listen", f"{LOCAL}:0", "--framed", "--no-write", "--expect", "5",
-              "--timeout", "1.5")
+    rx = tool(
+        "receive",
+        "--listen",
+        f"{LOCAL}:0",
+        "--framed",
+        "--no-write",
+        "--expect",
+        "5",
+        "--timeout",
+        "1.5",
+    )
     port = rx.wait_listening()
     send.send(LOCAL, port, alphabet_frames(2))
     assert rx.finish() == 1
@@ -676,17 +731,32 @@ def test_cli_receive_flushes_periodically_and_exits_0_on_sigterm(
     assert rx.finish() == 0, rx.stderr
     assert out.read_bytes() == b"".join(f[4:] for f in frames)
     assert last_json(rx.stdout) | {"seconds": 0, "rate": 0} == {
-        "messages": 1000, "bytes": 9000, "seconds": 0, "rate": 0, "connections": 1}
+        "messages": 1000,
+        "bytes": 9000,
+        "seconds": 0,
+        "rate": 0,
+        "connections": 1,
+    }
 
 
 def test_cli_send_waits_for_a_late_receiver(
-    tool: Callable[..., Tool], receiver: Callable[..., Receiver],
-    reserved_port: socket.socket, tmp_path: Path,
+    tool: Callable[..., Tool],
+    receiver: Callable[..., Receiver],
+    reserved_port: socket.socket,
+    tmp_path: Path,
 ) -> None:
     port = reserved_port.getsockname()[1]
     frames = alphabet_frames(500)
-    tx = tool("send", "--host", f"{LOCAL}:{port}", "--file",
-              str(write_frames(tmp_path / "a.bin", frames)), "--framed", "--connect-timeout", "30")
+    tx = tool(
+        "send",
+        "--host",
+        f"{LOCAL}:{port}",
+        "--file",
+        str(write_frames(tmp_path / "a.bin", frames)),
+        "--framed",
+        "--connect-timeout",
+        "30",
+    )
     tx.wait_line("actorflow send: waiting for 127.0.0.1:")
     reserved_port.close()
     sink = Collect()
@@ -701,14 +771,47 @@ def test_cli_send_gives_up_after_the_connect_timeout(
     tool: Callable[..., Tool], reserved_port: socket.socket, tmp_path: Path
 ) -> None:
     port = reserved_port.getsockname()[1]
-    tx = tool("send", "--host", f"{LOCAL}:{port}", "--file",
-              str(write_frames(tmp_path / "a.bin", alphabet_frames(5))), "--framed",
-              "--connect-timeout", "0.5")
+    tx = tool(
+        "send",
+        "--host",
+        f"{LOCAL}:{port}",
+        "--file",
+        str(write_frames(tmp_path / "a.bin", alphabet_frames(5))),
+        "--framed",
+        "--connect-timeout",
+        "0.5",
+    )
     assert tx.finish() == 1
     assert tx.stderr.count("waiting for") == 1
-    assert f"actorflow send: error: could not connect to 127.0.0.1:{port} within 0.5 s" \
-        in tx.stderr
+    assert f"actorflow send: error: could not connect to 127.0.0.1:{port} within 0.5 s" in tx.stderr
     assert tx.stdout == b""
+
+
+def test_cli_send_repeat_runs_until_sigint(
+    tool: Callable[..., Tool], receiver: Callable[..., Receiver], tmp_path: Path
+) -> None:
+    r = receiver()
+    data = write_frames(tmp_path / "a.bin", alphabet_frames(10))
+    tx = tool(
+        "send",
+        "--host",
+        f"{LOCAL}:{r.address[1]}",
+        "--file",
+        str(data),
+        "--framed",
+        "--repeat",
+        "--batch-size",
+        "100",
+        "--interval",
+        "1",
+    )
+    assert r.wait_for(2000, timeout=20)
+    tx.popen.send_signal(signal.SIGINT)
+    assert tx.finish() == 0, tx.stderr
+    summary = json.loads(tx.stdout)
+    assert summary["messages"] >= 2000 and summary["bytes"] == 9 * summary["messages"]
+    assert r.wait_for(summary["messages"], timeout=10)
+    assert r.messages == summary["messages"]
 
 
 def test_cli_send_flag_error_exits_2(tool: Callable[..., Tool]) -> None:
@@ -717,15 +820,24 @@ def test_cli_send_flag_error_exits_2(tool: Callable[..., Tool]) -> None:
     assert "not allowed with argument" in tx.stderr
 
 
-def test_cli_throughput_smoke(tool: Callable[..., Tool], tmp_path: Path) -> None:
+def test_cli_many_frames(tool: Callable[..., Tool], tmp_path: Path) -> None:
     n = 300_000
     data = write_frames(tmp_path / "alpha.bin", alphabet_frames(n))
-    rx = tool("receive", "--listen", f"{LOCAL}:0", "--framed", "--no-write",
-              "--expect", str(n), "--timeout", "40")
+    rx = tool(
+        "receive",
+        "--listen",
+        f"{LOCAL}:0",
+        "--framed",
+        "--no-write",
+        "--expect",
+        str(n),
+        "--timeout",
+        "40",
+    )
     port = rx.wait_listening()
     tx = tool("send", "--host", f"{LOCAL}:{port}", "--file", str(data), "--framed")
     assert tx.finish() == 0, tx.stderr
     assert rx.finish() == 0, rx.stderr
     got = last_json(rx.stdout)
     assert got["messages"] == n and got["bytes"] == 9 * n
-    assert json.loads(tx.stdout)["rate"] > 100_000  # far above in practice; see the report
+    assert json.loads(tx.stdout)["messages"] == n

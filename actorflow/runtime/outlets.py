@@ -59,7 +59,9 @@ class Outlet:
             self.sent_records += len(chunk)
             self.sent_batches += 1
             if self.encoded:
-                self.send(self.target, EncodedBatch(self.link, self.seq, b"".join(chunk), len(chunk)))
+                self.send(
+                    self.target, EncodedBatch(self.link, self.seq, b"".join(chunk), len(chunk))
+                )
             else:
                 self.send(self.target, Batch(self.link, self.seq, chunk))
 

@@ -20,6 +20,7 @@ from actorflow.runtime.stage import StageActor
 log = logging.getLogger("actorflow.sink")
 
 _RETRY_WRITE = timedelta(milliseconds=2)
+SOCKET_BUFFER = 256 * 1024  # fixed, so the kernel's share of buffered output is bounded too
 
 
 class SinkActor(StageActor):
@@ -51,6 +52,7 @@ class SinkActor(StageActor):
         self.reconnect_pending = False
         try:
             sock = socket.create_connection(self.address, timeout=1.0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         except OSError as exc:
             if not self.warned:
                 log.warning(
@@ -76,7 +78,9 @@ class SinkActor(StageActor):
     def disconnect(self, why: str) -> None:
         if self.sock is None:
             return
-        log.warning("sink: lost %s (%s); %d bytes held, reconnecting", self.where, why, len(self.out))
+        log.warning(
+            "sink: lost %s (%s); %d bytes held, reconnecting", self.where, why, len(self.out)
+        )
         try:
             self.sock.close()
         except OSError:

@@ -24,6 +24,7 @@ from actorflow.runtime.steps import ErrorLog
 log = logging.getLogger("actorflow.source")
 
 READ_SIZE = 128 * 1024
+SOCKET_BUFFER = 256 * 1024
 GARBAGE_RUN = 100  # consecutive undecodable frames that mark a connection as garbage
 
 
@@ -95,7 +96,9 @@ class SourceActor(StageActor):
         self.source_name, self.source_config = self.app.stage(
             self.config.stage.stage.app_stages[0]
         ).spec
-        self.errors = ErrorLog(f"decoder of {self.source_name}", self.config.settings.error_log_limit)
+        self.errors = ErrorLog(
+            f"decoder of {self.source_name}", self.config.settings.error_log_limit
+        )
         self.error_logs.append(self.errors)
         self.listener: socket.socket | None = None
         self.conns: dict[int, _Connection] = {}
@@ -123,12 +126,16 @@ class SourceActor(StageActor):
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # A fixed receive buffer (inherited by accepted connections) bounds what the
+            # kernel holds for us while we pause; autotuning would let it grow to tens of MB.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
             sock.bind((cfg.host, cfg.port))
             sock.listen(128)
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            why = f"source {self.source_name!r} cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+            where = f"{cfg.host}:{cfg.port}"
+            why = f"source {self.source_name!r} cannot listen on {where}: {exc.strerror or exc}"
             return SourceStarted(sid, worker, None, why)
         self.listener = sock
         host, port = sock.getsockname()[:2]

@@ -65,6 +65,9 @@ class StageActor(PlacedActor):
         self.batches_in = 0
         self.error_logs: list[ErrorLog] = []
         self.watch: list[int] = []
+        self.expected: dict[tuple[str, int], int] = {}  # next batch seq per incoming link
+        self.early: dict[tuple[str, int], dict[int, Any]] = {}  # batches that overtook others
+        self.reordered = 0
 
     # ---- dispatch ---------------------------------------------------------
 
@@ -72,11 +75,13 @@ class StageActor(PlacedActor):
         try:
             cls = msg.__class__
             if cls is Batch:
-                self.on_batch(msg, sender)
+                for m in self.in_order(msg, sender):
+                    self.on_batch(m, sender)
             elif cls is Ack:
                 self.on_ack(msg)
             elif cls is EncodedBatch:
-                self.on_encoded(msg, sender)
+                for m in self.in_order(msg, sender):
+                    self.on_encoded(m, sender)
             elif cls is WatchMessage:
                 self.on_watch(msg.ready)
             elif cls is WakeupMessage:
@@ -93,8 +98,12 @@ class StageActor(PlacedActor):
             else:
                 self.on_other(msg, sender)
         except Exception:
-            log.error("%s: internal error on %s:\n%s", self.name, type(msg).__name__,
-                      traceback.format_exc())
+            log.error(
+                "%s: internal error on %s:\n%s",
+                self.name,
+                type(msg).__name__,
+                traceback.format_exc(),
+            )
         return ThespianWatch(self.watch) if self.watch else None
 
     # ---- configuration ----------------------------------------------------
@@ -111,7 +120,9 @@ class StageActor(PlacedActor):
             self.config = cfg
             self.app = load_application(cfg.app_path, cfg.app_args)
             s = cfg.settings
-            router_errors = ErrorLog(f"{cfg.stage.stage.name} (partition routing)", s.error_log_limit)
+            router_errors = ErrorLog(
+                f"{cfg.stage.stage.name} (partition routing)", s.error_log_limit
+            )
             self.routes, self.outlets = build_routes(
                 cfg.routes, self.send, s.window, s.batch_size, self._encoder_for, router_errors
             )
@@ -135,6 +146,31 @@ class StageActor(PlacedActor):
         """Subclasses prepare their user functions here."""
 
     # ---- data path --------------------------------------------------------
+
+    def in_order(self, msg: Any, sender: Any) -> list:
+        """The batches that can be handled now, in sequence order.
+
+        Thespian may deliver the batches in flight on a link out of order (a
+        retried transmit overtakes); per-key order needs them in order. At most
+        a window's worth waits here.
+        """
+        link = (str(sender), msg.link)
+        expected = self.expected.get(link, 1)
+        if msg.seq != expected:
+            if msg.seq > expected:
+                self.early.setdefault(link, {})[msg.seq] = msg
+                self.reordered += 1
+            else:
+                log.error("%s: batch %d on link %s came twice; dropped", self.name, msg.seq, link)
+            return []
+        ready = [msg]
+        expected += 1
+        early = self.early.get(link)
+        while early and expected in early:
+            ready.append(early.pop(expected))
+            expected += 1
+        self.expected[link] = expected
+        return ready
 
     def emit(self, records: list) -> None:
         """Hand records to every route and send what the windows allow."""
@@ -205,6 +241,7 @@ class StageActor(PlacedActor):
             "errors": sum(e.count for e in self.error_logs),
             "buffered": sum(len(o.buf) for o in self.outlets.values()),
             "held_acks": len(self.deferred),
+            "reordered": self.reordered,
         }
 
     def status(self) -> StageStatus:

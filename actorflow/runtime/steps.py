@@ -98,7 +98,9 @@ def _collect(records: Records) -> Records:
     return [(None, value) for _, value in records]
 
 
-def stateless_ops(app: Application, stage_ids: tuple[int, ...], limit: int) -> tuple[list[Op], list[ErrorLog]]:
+def stateless_ops(
+    app: Application, stage_ids: tuple[int, ...], limit: int
+) -> tuple[list[Op], list[ErrorLog]]:
     """The ops of a chain (stateless steps, key_by, collect), in order."""
     ops: list[Op] = []
     logs: list[ErrorLog] = []

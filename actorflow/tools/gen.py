@@ -46,9 +46,7 @@ VOCABULARY: tuple[str, ...] = tuple(
 _END_MARKS = (".", ".", ".", "!", "?")
 
 
-def alphabet_frames(
-    n: int, seed: int = 1, letters: str = string.ascii_lowercase
-) -> list[bytes]:
+def alphabet_frames(n: int, seed: int = 1, letters: str = string.ascii_lowercase) -> list[bytes]:
     """Return `n` alphabet vote frames (header included), letters and votes 1..10 from `seed`."""
     if not letters or not all(c.isascii() and c.isalpha() for c in letters):
         raise ValueError(f"letters must be ASCII letters, got {letters!r}")
@@ -157,18 +155,28 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     words = kinds.add_parser(
         "words",
         help="lines of text for word count, for send --newlines",
-        description="Write N newline-terminated lines of 3-12 words with capitals and "
-        "punctuation.",
+        description="Write N newline-terminated lines of 3-12 words with capitals and punctuation.",
     )
     for sub in (alpha, words):
-        sub.add_argument("--messages", type=int, required=True, metavar="N",
-                         help="number of messages (frames or lines) to write")
-        sub.add_argument("--output", required=True, metavar="F",
-                         help="file to write, or - for stdout")
-        sub.add_argument("--seed", type=int, default=1, metavar="S",
-                         help="random seed (default: 1)")
-    alpha.add_argument("--letters", default=string.ascii_lowercase, metavar="LETTERS",
-                       help="letters to draw from (default: a-z)")
+        sub.add_argument(
+            "--messages",
+            type=int,
+            required=True,
+            metavar="N",
+            help="number of messages (frames or lines) to write",
+        )
+        sub.add_argument(
+            "--output", required=True, metavar="F", help="file to write, or - for stdout"
+        )
+        sub.add_argument(
+            "--seed", type=int, default=1, metavar="S", help="random seed (default: 1)"
+        )
+    alpha.add_argument(
+        "--letters",
+        default=string.ascii_lowercase,
+        metavar="LETTERS",
+        help="letters to draw from (default: a-z)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -329,19 +329,40 @@ class _Writer:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the `receive` flags to `p`."""
-    p.add_argument("--listen", required=True, metavar="H:P",
-                   help="address to listen on; port 0 picks a free port (see stderr)")
-    p.add_argument("--framed", action="store_true",
-                   help="split 4-byte length-prefixed frames and write payloads only "
-                   "(default: write raw bytes, count newline-terminated lines)")
-    p.add_argument("--output", default="-", metavar="F",
-                   help="file to write what arrives to (default: - for stdout)")
+    p.add_argument(
+        "--listen",
+        required=True,
+        metavar="H:P",
+        help="address to listen on; port 0 picks a free port (see stderr)",
+    )
+    p.add_argument(
+        "--framed",
+        action="store_true",
+        help="split 4-byte length-prefixed frames and write payloads only "
+        "(default: write raw bytes, count newline-terminated lines)",
+    )
+    p.add_argument(
+        "--output",
+        default="-",
+        metavar="F",
+        help="file to write what arrives to (default: - for stdout)",
+    )
     p.add_argument("--no-write", action="store_true", help="count only, write nothing")
-    p.add_argument("--expect", type=int, default=None, metavar="N",
-                   help="exit 0 as soon as N messages have arrived")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="with --expect: exit 1 if they have not all arrived S seconds after "
-                   "start; without it: stop after S seconds")
+    p.add_argument(
+        "--expect",
+        type=int,
+        default=None,
+        metavar="N",
+        help="exit 0 as soon as N messages have arrived",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --expect: exit 1 if they have not all arrived S seconds after "
+        "start; without it: stop after S seconds",
+    )
 
 
 def _fail(message: str) -> int:
@@ -411,16 +432,12 @@ def main(args: argparse.Namespace) -> int:
     if failure is not None:
         return _fail(failure)
     if expect is not None and receiver.messages < expect and not signalled:
-        return _fail(
-            f"received {receiver.messages} of {expect} messages within {args.timeout:g} s"
-        )
+        return _fail(f"received {receiver.messages} of {expect} messages within {args.timeout:g} s")
     return 0
 
 
 def _standalone(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="actorflow receive", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="actorflow receive", description=__doc__.splitlines()[0])
     configure_parser(parser)
     return main(parser.parse_args(argv))
 

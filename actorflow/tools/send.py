@@ -86,8 +86,7 @@ def connect(
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (stop is not None and stop.is_set()):
                 raise SendError(
-                    f"could not connect to {address} within {timeout:g} s: "
-                    f"{exc.strerror or exc}"
+                    f"could not connect to {address} within {timeout:g} s: {exc.strerror or exc}"
                 ) from exc
             if not waited and log is not None:
                 log(f"waiting for {address} to accept connections (up to {timeout:g} s)")
@@ -181,19 +180,20 @@ def send(
                 sendall(chunk)
             except OSError as exc:
                 raise SendError(
-                    f"connection to {address} lost after {sent} messages: "
-                    f"{exc.strerror or exc}"
+                    f"connection to {address} lost after {sent} messages: {exc.strerror or exc}"
                 ) from exc
             sent += count
             nbytes += len(chunk)
-            if pause:
+            if pause and (total is None or sent < total):
                 if stop is not None:
                     stop.wait(pause)
                 else:
                     time.sleep(pause)
-            if progress is not None and monotonic() >= next_progress:
-                progress(sent, nbytes, monotonic() - start)
-                next_progress += PROGRESS_EVERY
+            if progress is not None:
+                now = monotonic()
+                if now >= next_progress:
+                    progress(sent, nbytes, now - start)
+                    next_progress = now + PROGRESS_EVERY
         seconds = monotonic() - start
     finally:
         try:
@@ -213,24 +213,58 @@ def send(
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the `send` flags to `p`."""
-    p.add_argument("--host", required=True, metavar="H:P",
-                   help="address of the TCP source to send to")
+    p.add_argument(
+        "--host", required=True, metavar="H:P", help="address of the TCP source to send to"
+    )
     p.add_argument("--file", required=True, metavar="F", help="file of messages to send")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--framed", dest="mode", action="store_const", const="framed",
-                      help="the file holds 4-byte big-endian length-prefixed frames")
-    mode.add_argument("--newlines", dest="mode", action="store_const", const="newlines",
-                      help="each line of the file (without its newline) is one message")
-    p.add_argument("--messages", type=int, default=None, metavar="N",
-                   help="stop after N messages (default: every message in the file once)")
-    p.add_argument("--batch-size", type=int, default=500, metavar="B",
-                   help="messages per socket write (default: 500)")
-    p.add_argument("--interval", type=float, default=0.0, metavar="MS",
-                   help="pause between batches in milliseconds (default: 0)")
-    p.add_argument("--repeat", action="store_true",
-                   help="loop over the file until --messages are sent (forever without it)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                   help="keep retrying the connection for S seconds (default: 10)")
+    mode.add_argument(
+        "--framed",
+        dest="mode",
+        action="store_const",
+        const="framed",
+        help="the file holds 4-byte big-endian length-prefixed frames",
+    )
+    mode.add_argument(
+        "--newlines",
+        dest="mode",
+        action="store_const",
+        const="newlines",
+        help="each line of the file (without its newline) is one message",
+    )
+    p.add_argument(
+        "--messages",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N messages (default: every message in the file once)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=500,
+        metavar="B",
+        help="messages per socket write (default: 500)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="pause between batches in milliseconds (default: 0)",
+    )
+    p.add_argument(
+        "--repeat",
+        action="store_true",
+        help="loop over the file until --messages are sent (forever without it)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="keep retrying the connection for S seconds (default: 10)",
+    )
 
 
 def _fail(message: str) -> int:
@@ -280,10 +314,16 @@ def main(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     try:
         summary = send(
-            host, port, frames,
-            messages=args.messages, batch_size=args.batch_size, interval_ms=args.interval,
-            repeat=args.repeat, connect_timeout=args.connect_timeout,
-            progress=_tty_progress if tty else None, stop=stop,
+            host,
+            port,
+            frames,
+            messages=args.messages,
+            batch_size=args.batch_size,
+            interval_ms=args.interval,
+            repeat=args.repeat,
+            connect_timeout=args.connect_timeout,
+            progress=_tty_progress if tty else None,
+            stop=stop,
         )
     except SendError as exc:
         if tty:

@@ -1,0 +1,161 @@
+"""Run real workers from tests, tools and the demo, and always clean up after them.
+
+:class:`WorkerProcess` starts ``actorflow worker`` as a child process, waits
+for its ``ready`` line (never a fixed sleep), and on ``stop()`` ends the
+worker and every process of its actor group by id. The child gets
+``PR_SET_PDEATHSIG``, so even a caller that dies abruptly takes its workers
+along (the worker's guard then ends the actors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+_READY = re.compile(r"actorflow worker (?P<name>\S+): ready.*\(actor process group (?P<pgid>\d+)\)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class WorkerProcess:
+    """One ``actorflow worker`` child process."""
+
+    def __init__(
+        self,
+        app: str,
+        args: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_path: str | None = None,
+    ) -> None:
+        self.app = app
+        self.args = list(args)
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.pgid: int | None = None
+        self.ready_line: str | None = None
+        self._lines: list[str] = []
+        self._ready = threading.Event()
+        self._log_file = None
+
+    def start(self) -> WorkerProcess:
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.log_path is None:
+            fd, self.log_path = tempfile.mkstemp(prefix="actorflow-worker-", suffix=".log")
+            os.close(fd)
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "actorflow", "worker", "--app", self.app, *self.args],
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        return self
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+            m = _READY.search(line)
+            if m:
+                self.pgid = int(m.group("pgid"))
+                self.ready_line = line.strip()
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Block until the worker prints its ready line; raise with its log otherwise."""
+        assert self.proc is not None
+        if not self._ready.wait(timeout) or self.ready_line is None:
+            code = self.proc.poll()
+            why = f"exited with {code}" if code is not None else f"not ready after {timeout:g} s"
+            msg = f"worker {why}; its log:\n{self.log()}"
+            raise RuntimeError(msg)
+        return self.ready_line
+
+    def log(self) -> str:
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, pattern: str, timeout: float = 30.0) -> bool:
+        """Wait until the worker's log matches ``pattern`` (a regular expression)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if rx.search(self.log()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM the worker, wait for it, then make sure its actor group is gone."""
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait(5)
+        if self.pgid is not None:
+            _kill_group(self.pgid)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return code
+
+
+def _kill_group(pgid: int, wait: float = 10.0) -> None:
+    """SIGKILL what is left of the process group and wait until it is gone."""
+    if pgid == os.getpgid(0):
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running_worker(app: str, args: Sequence[str], timeout: float = 60.0) -> Iterator[WorkerProcess]:
+    """A started, ready worker that is stopped on exit, pass or fail."""
+    w = WorkerProcess(app, args).start()
+    try:
+        w.wait_ready(timeout)
+        yield w
+    finally:
+        w.stop()

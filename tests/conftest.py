@@ -1,0 +1,97 @@
+"""Shared fixtures: real workers, a real receiver, and a check that nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from actorflow.testing import WorkerProcess, free_port
+from actorflow.tools.receive import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "apps"
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Collector:
+    """A real TCP receiver (framed) that keeps every payload in arrival order."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self.receiver = Receiver("127.0.0.1", self.port, framed=True, sink=self._add, log=None)
+
+    def _add(self, payloads: list[bytes]) -> None:
+        with self._lock:
+            self.payloads.extend(payloads)
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return [p.decode() for p in self.payloads]
+
+    def wait_for(self, n: int, timeout: float = 60.0) -> bool:
+        return self.receiver.wait_for(n, timeout)
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    c.receiver.start()
+    try:
+        yield c
+    finally:
+        c.receiver.stop()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers; on teardown stop them and assert no process of theirs is left."""
+    started: list[WorkerProcess] = []
+
+    def start(app: str, *args: str, wait: bool = True, timeout: float = 60.0) -> WorkerProcess:
+        log = tmp_path / f"worker{len(started)}.log"
+        w = WorkerProcess(str(APPS / app) if "/" not in app else app, list(args), log_path=str(log))
+        started.append(w)
+        w.start()
+        if wait:
+            w.wait_ready(timeout)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+    for w in started:
+        if w.pgid is not None:
+            assert not group_alive(w.pgid), f"worker left processes in group {w.pgid}"
+
+
+def worker_args(in_port: int, out_port: int, *extra: str, name: str = "in") -> list[str]:
+    """The flags of a one-worker cluster on free loopback ports."""
+    return [
+        "--in",
+        f"{name}@127.0.0.1:{in_port}",
+        "--out",
+        f"127.0.0.1:{out_port}",
+        "--control",
+        f"127.0.0.1:{free_port()}",
+        "--topology-initializer",
+        "--worker-count",
+        "1",
+        "--worker-name",
+        "w1",
+        "--log-level",
+        "INFO",
+        *extra,
+    ]
