@@ -88,6 +88,10 @@ def worker_parser(
         default=Settings.sink_buffer,
         help="bytes a sink holds while its receiver is slow or away",
     )
+    p.add_argument(
+        "--join-timeout", type=float, default=30.0,
+        help="seconds a joining worker waits for the initializer's control channel",
+    )
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to start up")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -106,6 +110,9 @@ class WorkerConfig:
     out: str | None
     metrics: str | None
     data: tuple[str, int] | None
+    my_control: tuple[str, int] | None
+    my_data: tuple[str, int] | None
+    join_timeout: float
     resilience_dir: str
     settings: Settings
     ready_timeout: float
@@ -125,12 +132,16 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
     if ns.worker_count < 1:
         raise ConfigError(f"--worker-count must be 1 or more; got {ns.worker_count}")
     initializer = ns.initializer or ns.worker_count == 1
-    if ns.worker_count > 1 or not initializer:
-        msg = (
-            f"--worker-count {ns.worker_count}: only one-worker clusters "
-            "(--topology-initializer --worker-count 1) are supported in this version"
-        )
+    if not initializer and ns.worker_name == "initializer":
+        msg = "a worker that is not the initializer needs its own --worker-name"
         raise ConfigError(msg)
+    my_control = host_port(ns.my_control, "--my-control") if ns.my_control else None
+    my_data = host_port(ns.my_data, "--my-data") if ns.my_data else None
+    if initializer and (my_control or my_data):
+        msg = "--my-control and --my-data are for workers that join; the initializer uses --control"
+        raise ConfigError(msg)
+    if ns.join_timeout <= 0:
+        raise ConfigError(f"--join-timeout must be positive; got {ns.join_timeout}")
     if ns.inputs:
         for entry in ns.inputs.split(","):
             try:
@@ -176,6 +187,9 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         out=ns.out,
         metrics=ns.metrics,
         data=data,
+        my_control=my_control,
+        my_data=my_data,
+        join_timeout=ns.join_timeout,
         resilience_dir=ns.resilience_dir,
         settings=settings,
         ready_timeout=ns.ready_timeout,

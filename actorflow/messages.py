@@ -104,20 +104,42 @@ class SourceStarted:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """What a worker tells the cluster about itself."""
+    """What a worker tells the cluster about itself.
+
+    ``uid`` names this incarnation of the worker: actors are placed by it, so a
+    refused worker with a duplicate name can never receive any.
+    """
 
     name: str
+    uid: str
     app_args: tuple[str, ...]
     control: str
+    has_sources: bool = True
 
 
 @dataclass(frozen=True)
 class BuildCluster:
-    """From the initializer's worker command: compile the app and place it on the workers."""
+    """From the initializer's worker command: wait for the workers, then place the app."""
 
     app_path: str
-    workers: tuple[WorkerInfo, ...]
+    initializer: WorkerInfo
+    worker_count: int
     settings: Any  # plan.Settings
+
+
+@dataclass(frozen=True)
+class JoinCluster:
+    """From a joining worker's command: this worker is ready to take its actor group."""
+
+    worker: WorkerInfo
+    worker_count: int
+
+
+@dataclass(frozen=True)
+class JoinRefused:
+    """The cluster does not take this worker; ``reason`` says why."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 
 from actorflow.config import WorkerConfig, parse_worker_args
@@ -26,6 +27,8 @@ from actorflow.messages import (
     ClusterReady,
     GuardReady,
     GuardWorker,
+    JoinCluster,
+    JoinRefused,
     WorkerInfo,
 )
 from actorflow.plan import compile_plan
@@ -45,6 +48,34 @@ def thespian_log_config(level: str) -> dict:
         },
         "root": {"handlers": ["stderr"], "level": level},
     }
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_control(host: str, port: int, timeout: float) -> None:
+    """Wait until the initializer's control channel accepts connections."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                msg = (
+                    f"no initializer answers on --control {host}:{port} after {timeout:g} s "
+                    f"({exc.strerror or exc}); is the initializer started, and is the address "
+                    "right? (--join-timeout sets how long to wait)"
+                )
+                raise ClusterError(msg) from None
+            if not said:
+                log.warning("waiting for the initializer's control channel at %s:%d", host, port)
+                said = True
+            time.sleep(0.2)
 
 
 def check_port_free(host: str, port: int, flag: str) -> None:
@@ -70,19 +101,25 @@ class Worker:
         self.summary: dict = {}
 
     def start(self) -> dict:
+        """Start this worker's admin and guard, then build or join the cluster."""
         cfg = self.cfg
         # Fail fast, before any process starts: the app must load and compile here.
-        app = load_application(cfg.app, cfg.app_args)
-        compile_plan(app)
+        compile_plan(load_application(cfg.app, cfg.app_args))
         host, port = cfg.control
-        check_port_free(host, port, "--control")
-        if cfg.data:
-            os.environ["THESPIAN_BASE_IPADDR"] = cfg.data[0]
-            log.info(
-                "actors advertise %s (--data); each actor listens on its own port", cfg.data[0]
-            )
-        elif "THESPIAN_BASE_IPADDR" not in os.environ:
-            os.environ["THESPIAN_BASE_IPADDR"] = host
+        if cfg.initializer:
+            my_host, my_port = host, port
+            check_port_free(my_host, my_port, "--control")
+        else:
+            wait_for_control(host, port, cfg.join_timeout)
+            my_host, my_port = cfg.my_control or (host, 0)
+            if my_port:
+                check_port_free(my_host, my_port, "--my-control")
+            else:
+                my_port = free_port(my_host)
+        advertise = (cfg.my_data or cfg.data or (my_host, 0))[0]
+        os.environ["THESPIAN_BASE_IPADDR"] = advertise
+        log.info("worker %s: actors advertise %s (--data / --my-data host); each actor "
+                 "listens on a port of its own", cfg.name, advertise)
         if cfg.metrics:
             log.warning(
                 "--metrics %s: metrics reporting is not implemented yet; nothing is sent",
@@ -92,33 +129,44 @@ class Worker:
         from thespian.actors import ActorSystem
 
         from actorflow.runtime.guard import WorkerGuard
-        from actorflow.runtime.stage import WORKER_CAPABILITY
+        from actorflow.runtime.stage import WORKER_CAPABILITY, WORKER_UID_CAPABILITY
         from actorflow.runtime.topology import TopologyActor
 
-        caps = {"Admin Port": port, WORKER_CAPABILITY: cfg.name}
+        uid = f"{cfg.name}/{uuid.uuid4().hex}"
+        caps = {"Admin Port": my_port, WORKER_CAPABILITY: cfg.name, WORKER_UID_CAPABILITY: uid}
+        if not cfg.initializer:
+            caps["Convention Address.IPv4"] = f"{host}:{port}"
         self.system = ActorSystem(
             "multiprocTCPBase",
             caps,
             logDefs=thespian_log_config(cfg.log_level),
             transientUnique=True,
         )
-        where = {"worker": cfg.name}
-        guard = self.system.createActor(WorkerGuard, targetActorRequirements=where)
+        here = {"worker_uid": uid}
+        guard = self.system.createActor(WorkerGuard, targetActorRequirements=here)
         reply = self.system.ask(guard, GuardWorker(os.getpid()), 15)
         if not isinstance(reply, GuardReady):
-            raise ClusterError(f"the worker's actor system did not answer on port {port}")
+            raise ClusterError(f"the worker's actor system did not answer on port {my_port}")
         self.pgid = reply.pgid
-        topology = self.system.createActor(
-            TopologyActor, targetActorRequirements=where, globalName=TOPOLOGY_NAME
-        )
-        me = WorkerInfo(cfg.name, cfg.app_args, f"{host}:{port}")
-        reply = self.system.ask(
-            topology, BuildCluster(cfg.app, (me,), cfg.settings), cfg.ready_timeout
-        )
-        if isinstance(reply, ClusterFailed):
+        me = WorkerInfo(cfg.name, uid, cfg.app_args, f"{my_host}:{my_port}", bool(cfg.inputs))
+        if cfg.initializer:
+            topology = self.system.createActor(
+                TopologyActor, targetActorRequirements=here, globalName=TOPOLOGY_NAME
+            )
+            request: object = BuildCluster(cfg.app, me, cfg.worker_count, cfg.settings)
+            reply = self.system.ask(topology, request, cfg.ready_timeout)
+        else:
+            # Talk to the topology actor through the initializer's admin, as a client.
+            control = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
+            topology = control.createActor(TopologyActor, globalName=TOPOLOGY_NAME)
+            log.info("worker %s: joining the cluster at %s:%d", cfg.name, host, port)
+            reply = control.ask(topology, JoinCluster(me, cfg.worker_count), cfg.ready_timeout)
+        if isinstance(reply, ClusterFailed | JoinRefused):
             raise ClusterError(reply.reason)
         if not isinstance(reply, ClusterReady):
             msg = f"the cluster did not become ready within {cfg.ready_timeout:g} s"
+            if cfg.worker_count > 1:
+                msg += f" (are all {cfg.worker_count} workers started?)"
             raise ClusterError(msg)
         self.summary = reply.summary
         return reply.summary

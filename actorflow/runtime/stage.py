@@ -35,7 +35,8 @@ from actorflow.messages import (
 from actorflow.runtime.outlets import Outlet, build_routes
 from actorflow.runtime.steps import ErrorLog
 
-WORKER_CAPABILITY = "actorflow.worker"
+WORKER_CAPABILITY = "actorflow.worker"  # the worker's name, for people
+WORKER_UID_CAPABILITY = "actorflow.worker_uid"  # this incarnation of the worker, for placement
 
 log = logging.getLogger("actorflow.stage")
 
@@ -45,8 +46,8 @@ class PlacedActor(Actor):
 
     @staticmethod
     def actorSystemCapabilityCheck(capabilities: dict, requirements: dict) -> bool:  # noqa: N802
-        wanted = requirements.get("worker")
-        return wanted is None or capabilities.get(WORKER_CAPABILITY) == wanted
+        wanted = (requirements or {}).get("worker_uid")
+        return wanted is None or capabilities.get(WORKER_UID_CAPABILITY) == wanted
 
 
 class StageActor(PlacedActor):

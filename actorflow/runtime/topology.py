@@ -12,8 +12,15 @@ import traceback
 from datetime import timedelta
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ChildActorExited, PoisonMessage, WakeupMessage
+from thespian.actors import (
+    ActorExitRequest,
+    ActorSystemConventionUpdate,
+    ChildActorExited,
+    PoisonMessage,
+    WakeupMessage,
+)
 
+from actorflow.api import GenSourceConfig
 from actorflow.loader import load_application
 from actorflow.messages import (
     BuildCluster,
@@ -22,15 +29,18 @@ from actorflow.messages import (
     ClusterStatus,
     Configure,
     Configured,
+    JoinCluster,
+    JoinRefused,
     SourceStarted,
     StageStatus,
     StartSource,
     StatusQuery,
+    WorkerInfo,
 )
 from actorflow.plan import Placement, Plan, compile_plan, describe, place, wire
 from actorflow.runtime.sink import SinkActor
 from actorflow.runtime.source import SourceActor
-from actorflow.runtime.stage import PlacedActor
+from actorflow.runtime.stage import WORKER_UID_CAPABILITY, PlacedActor
 from actorflow.runtime.step import ChainActor, RouterActor, StateActor
 
 log = logging.getLogger("actorflow.topology")
@@ -47,28 +57,39 @@ STATUS_TIMEOUT = timedelta(seconds=2)
 
 
 class TopologyActor(PlacedActor):
-    """Builds the cluster from a BuildCluster request and answers status queries."""
+    """Gathers the workers, places the app on them, and answers status queries."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.requester: Any = None
+        self.request: BuildCluster | None = None
+        self.joiners: dict[str, tuple[JoinCluster, Any]] = {}  # name -> (request, reply address)
+        self.registered: set[str] = set()  # worker uids whose admin joined the convention
+        self.subscribed = False
         self.plan: Plan | None = None
         self.placement: Placement | None = None
         self.addresses: dict[tuple[str, str], Any] = {}
         self.configuring: set[tuple[str, str]] = set()
         self.starting: set[tuple[str, str]] = set()
         self.listening: dict[str, list[str]] = {}
-        self.state = "idle"  # idle | configuring | starting | running | failed
+        self.state = "idle"  # idle | gathering | configuring | starting | running | failed
         self.started_at = 0.0
-        self.workers: tuple = ()
+        self.workers: tuple[WorkerInfo, ...] = ()
         self.status_waiters: list[Any] = []
         self.status_replies: dict[tuple[str, str], dict] = {}
         self.status_round = 0
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
+        if not self.subscribed:
+            self.subscribed = True
+            self.notifyOnSystemRegistrationChanges(True)
         try:
             if isinstance(msg, BuildCluster):
-                self.build(msg, sender)
+                self.on_build(msg, sender)
+            elif isinstance(msg, JoinCluster):
+                self.on_join(msg, sender)
+            elif isinstance(msg, ActorSystemConventionUpdate):
+                self.on_convention_update(msg)
             elif isinstance(msg, Configured):
                 self.on_configured(msg)
             elif isinstance(msg, SourceStarted):
@@ -84,39 +105,118 @@ class TopologyActor(PlacedActor):
                 self.fail(f"a placement message could not be delivered: {msg.poisonMessage!r}")
             elif isinstance(msg, ChildActorExited):
                 if self.state in ("configuring", "starting", "running"):
-                    log.warning("topology: actor %s exited", msg.childAddress)
+                    log.info("topology: actor %s exited", msg.childAddress)
             elif isinstance(msg, ActorExitRequest):
                 pass
         except Exception:
             self.fail(f"topology actor error: {traceback.format_exc()}")
 
+    # ---- gathering the workers ----------------------------------------------
+
+    def on_build(self, msg: BuildCluster, sender: Any) -> None:
+        if self.request is not None:
+            self.send(sender, ClusterFailed("this cluster already has an initializer"))
+            return
+        self.request = msg
+        self.requester = sender
+        self.registered.add(msg.initializer.uid)  # our own admin
+        self.state = "gathering"
+        self.started_at = time.monotonic()
+        # Workers that came before the initializer's request are checked now.
+        early, self.joiners = list(self.joiners.values()), {}
+        for join, reply_to in early:
+            self.on_join(join, reply_to)
+        self.maybe_place()
+
+    def refusal(self, join: JoinCluster) -> str | None:
+        """Why this worker cannot join, or None."""
+        req = self.request
+        name = join.worker.name
+        if self.state not in ("idle", "gathering"):
+            return f"the cluster is already running with its {len(self.workers)} workers"
+        if name in self.joiners or (req is not None and name == req.initializer.name):
+            return f"worker name {name!r} is already taken in this cluster"
+        if req is None:
+            return None
+        if join.worker_count != req.worker_count:
+            return (
+                f"worker-count mismatch: this worker says --worker-count {join.worker_count}, "
+                f"the initializer {req.initializer.name!r} says {req.worker_count}"
+            )
+        if 1 + len(self.joiners) >= req.worker_count:
+            return f"the cluster already has its {req.worker_count} workers (--worker-count)"
+        return None
+
+    def on_join(self, msg: JoinCluster, sender: Any) -> None:
+        info = msg.worker
+        why = self.refusal(msg)
+        if why:
+            log.warning("topology: refusing worker %r: %s", info.name, why)
+            self.send(sender, JoinRefused(why))
+            return
+        self.joiners[info.name] = (msg, sender)
+        log.info("topology: worker %r joined", info.name)
+        self.maybe_place()
+
+    def on_convention_update(self, msg: ActorSystemConventionUpdate) -> None:
+        uid = (msg.remoteCapabilities or {}).get(WORKER_UID_CAPABILITY)
+        if uid is None:
+            return
+        if msg.remoteAdded:
+            self.registered.add(uid)
+        else:
+            self.registered.discard(uid)
+            for name, (join, _) in list(self.joiners.items()):
+                if join.worker.uid == uid and self.state == "gathering":
+                    log.warning("topology: worker %r left before the cluster started", name)
+                    del self.joiners[name]
+        self.maybe_place()
+
+    def maybe_place(self) -> None:
+        req = self.request
+        if self.state != "gathering" or req is None:
+            return
+        workers = [req.initializer] + sorted(
+            (join.worker for join, _ in self.joiners.values()), key=lambda w: w.name
+        )
+        if len(workers) < req.worker_count:
+            log.info("topology: %d of %d workers here; waiting", len(workers), req.worker_count)
+            return
+        if any(w.uid not in self.registered for w in workers):
+            return  # a worker's admin has not joined the convention yet
+        self.build(req, tuple(workers))
+
     # ---- building ---------------------------------------------------------
 
-    def build(self, msg: BuildCluster, sender: Any) -> None:
-        if self.state != "idle":
-            self.send(sender, ClusterFailed("this cluster is already built"))
-            return
-        self.requester = sender
-        self.workers = msg.workers
-        self.started_at = time.monotonic()
-        self.app_path = msg.app_path
-        self.settings = msg.settings
-        initializer = msg.workers[0]
-        app = load_application(msg.app_path, initializer.app_args)
+    def build(self, req: BuildCluster, workers: tuple[WorkerInfo, ...]) -> None:
+        self.workers = workers
+        app = load_application(req.app_path, req.initializer.app_args)
         self.plan = plan = compile_plan(app)
-        names = [w.name for w in msg.workers]
-        self.placement = placement = place(plan, app, names, partitions=msg.settings.partitions)
-        args_of = {w.name: w.app_args for w in msg.workers}
+        names = [w.name for w in workers]
+        with_sources = [w.name for w in workers if w.has_sources]
+        tcp_sources = {
+            st.name: with_sources
+            for st in plan.stages
+            if st.kind == "source"
+            and not isinstance(app.stage(st.app_stages[0]).spec[1], GenSourceConfig)
+        }
+        self.placement = placement = place(
+            plan, app, names, tcp_sources, partitions=req.settings.partitions
+        )
+        info = {w.name: w for w in workers}
         for p in placement.placed:
             cls = ACTOR_CLASSES[p.stage.kind]
-            addr = self.createActor(cls, targetActorRequirements={"worker": p.worker})
-            self.addresses[(p.id, p.worker)] = addr
+            where = {"worker_uid": info[p.worker].uid}
+            self.addresses[(p.id, p.worker)] = self.createActor(
+                cls, targetActorRequirements=where
+            )
         routes = wire(plan, placement, self.addresses)
         self.state = "configuring"
         for p in placement.placed:
             key = (p.id, p.worker)
             self.configuring.add(key)
-            cfg = Configure(msg.app_path, args_of[p.worker], p.worker, p, routes[key], msg.settings)
+            args = info[p.worker].app_args
+            cfg = Configure(req.app_path, args, p.worker, p, routes[key], req.settings)
             self.send(self.addresses[key], cfg)
         log.info("topology: placing %d actors on %d workers", len(placement.placed), len(names))
 
@@ -146,16 +246,23 @@ class TopologyActor(PlacedActor):
         if not self.starting and self.state == "starting":
             self.ready()
 
+    def reply_all(self, msg: Any) -> None:
+        """Answer the initializer's and every joined worker's command."""
+        if self.requester is not None:
+            self.send(self.requester, msg)
+        for _, reply_to in self.joiners.values():
+            self.send(reply_to, msg)
+
     def ready(self) -> None:
         self.state = "running"
         took = time.monotonic() - self.started_at
-        log.info("topology: cluster running (%.2f s to place and start)", took)
-        self.send(self.requester, ClusterReady(self.summary()))
+        log.info("topology: cluster running (%.2f s to gather, place and start)", took)
+        self.reply_all(ClusterReady(self.summary()))
 
     def fail(self, reason: str) -> None:
         log.error("topology: %s", reason)
-        if self.state != "failed" and self.requester is not None:
-            self.send(self.requester, ClusterFailed(reason))
+        if self.state != "failed":
+            self.reply_all(ClusterFailed(reason))
         self.state = "failed"
 
     def summary(self) -> dict:
@@ -193,6 +300,7 @@ class TopologyActor(PlacedActor):
             "processing_messages": self.state == "running",
             "worker_names": [w.name for w in self.workers],
             "worker_count": len(self.workers),
+            "expected_workers": self.request.worker_count if self.request else None,
         }
         if self.plan is not None and self.placement is not None:
             status.update(self.summary())
