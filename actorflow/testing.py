@@ -159,3 +159,76 @@ def running_worker(app: str, args: Sequence[str], timeout: float = 60.0) -> Iter
         yield w
     finally:
         w.stop()
+
+
+class Cluster:
+    """N workers of one app on free loopback ports, started the way the design document does.
+
+    ``outs[i]`` is the ``--out`` address of worker i (one receiver each, or all the same);
+    ``inputs[i]`` is worker i's ``--in`` port, or None for a worker without a source.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        workers: int,
+        outs: Sequence[int],
+        *,
+        source_name: str = "in",
+        inputs: Sequence[int | None] | None = None,
+        extra: Sequence[str] = (),
+        log_dir: str | None = None,
+    ) -> None:
+        self.app = app
+        self.count = workers
+        self.control = free_port()
+        self.names = [f"worker{i + 1}" for i in range(workers)]
+        self.inputs = list(inputs) if inputs is not None else [free_port() for _ in self.names]
+        self.outs = list(outs) if len(outs) == workers else [outs[0]] * workers
+        self.source_name = source_name
+        self.extra = list(extra)
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="actorflow-cluster-")
+        self.workers: list[WorkerProcess] = []
+
+    def args(self, i: int) -> list[str]:
+        """Worker i's command line, as in the design document's example."""
+        a = []
+        if self.inputs[i] is not None:
+            a += ["--in", f"{self.source_name}@127.0.0.1:{self.inputs[i]}"]
+        a += [
+            "--out",
+            f"127.0.0.1:{self.outs[i]}",
+            "--control",
+            f"127.0.0.1:{self.control}",
+            "--worker-count",
+            str(self.count),
+            "--worker-name",
+            self.names[i],
+        ]
+        if i == 0:
+            a += ["--data", f"127.0.0.1:{free_port()}", "--topology-initializer"]
+        return a + self.extra
+
+    def start_worker(self, i: int, *more: str) -> WorkerProcess:
+        log = os.path.join(self.log_dir, f"{self.names[i]}-{len(self.workers)}.log")
+        w = WorkerProcess(self.app, [*self.args(i), *more], log_path=log).start()
+        self.workers.append(w)
+        return w
+
+    def start(self, timeout: float = 60.0) -> Cluster:
+        """Start every worker (initializer first) and wait until all are ready."""
+        started = [self.start_worker(i) for i in range(self.count)]
+        for w in started:
+            w.wait_ready(timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop every worker, joiners first; end their actor groups."""
+        for w in reversed(self.workers):
+            w.stop()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -191,22 +191,22 @@ class Worker:
             self.pgid = None
 
 
-def kill_group(pgid: int, grace: float = 2.0) -> None:
-    """SIGTERM, then SIGKILL, the process group ``pgid`` (never our own)."""
+def kill_group(pgid: int, wait: float = 5.0) -> None:
+    """SIGKILL what is left of the process group ``pgid`` (never our own), and wait for it.
+
+    Called after the graceful actor system shutdown, which has already stopped the
+    actors (sinks flushed); their processes would otherwise linger for seconds.
+    """
     if pgid == os.getpgid(0):
         return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        _reap_children()  # our zombie child (Thespian's daemonizing fork) is in the group
         try:
-            os.killpg(pgid, sig)
+            os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def _ready_line(name: str, summary: dict, pgid: int | None) -> str:
@@ -218,6 +218,17 @@ def _ready_line(name: str, summary: dict, pgid: int | None) -> str:
         f"actorflow worker {name}: ready, {actors} actors, sources {sources or 'none'} "
         f"(actor process group {pgid})"
     )
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants (the daemonized admin, actors of a dead admin) become our
+    children, so we reap them at once instead of leaving zombies in the group."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
 
 
 def _reap_children() -> None:
@@ -252,6 +263,7 @@ def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    _become_subreaper()
     worker = Worker(cfg)
     try:
         summary = worker.start()

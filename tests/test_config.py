@@ -346,11 +346,32 @@ def test_errors_name_the_flag(argv: list[str], flag: str) -> None:
         parse(*argv)
 
 
-def test_more_than_one_worker_is_refused_for_now() -> None:
-    with pytest.raises(ConfigError, match="--worker-count 2.*one-worker"):
-        parse("--control", "127.0.0.1:1", "--worker-count", "2", "--topology-initializer")
-    with pytest.raises(ConfigError, match="--worker-count 3"):
-        parse("--control", "127.0.0.1:1", "-w", "3")
+def test_multi_worker_flags() -> None:
+    init = parse("--control", "127.0.0.1:1", "--worker-count", "2", "--topology-initializer")
+    assert (init.initializer, init.worker_count, init.my_control) == (True, 2, None)
+    joiner = parse(
+        "--control", "127.0.0.1:1", "-w", "3", "-n", "w2", "-x", "127.0.0.1:7", "-y",
+        "127.0.0.1:8", "--join-timeout", "5",
+    )
+    assert not joiner.initializer and joiner.worker_count == 3
+    assert (joiner.my_control, joiner.my_data, joiner.join_timeout) == (
+        ("127.0.0.1", 7), ("127.0.0.1", 8), 5.0,
+    )
+    assert "--my-control" in joiner.app_args and "--topology-initializer" not in joiner.app_args
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-w", "2"], "needs its own --worker-name"),
+        (["-w", "2", "-t", "-x", "127.0.0.1:7"], "--my-control and --my-data are for workers"),
+        (["-w", "2", "-n", "w2", "-x", "nohost"], "--my-control 'nohost'"),
+        (["-w", "2", "-n", "w2", "--join-timeout", "0"], "--join-timeout"),
+    ],
+)
+def test_multi_worker_flag_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse("--control", "127.0.0.1:1", *argv)
 
 
 def test_host_port() -> None:

@@ -13,6 +13,7 @@ stopped again, on success, failure, exception, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -340,11 +341,11 @@ def bench_alphabet(messages: int, repeat: int, say: Any) -> dict[str, Any]:
     """Measure the baseline and the cluster (best of `repeat` each); return the result."""
     app = alphabet_app()
     work = tempfile.mkdtemp(prefix="actorflow-bench-")
-    keep = True
+    frames_path = os.path.join(work, "alphabet.frames")
+    failed = False
     try:
-        say(f"generating {messages:,} alphabet messages (seed {SEED})")
+        say(f"generating {messages:,} alphabet messages (seed {SEED}) into {frames_path}")
         frames = alphabet_frames(messages, SEED)
-        frames_path = os.path.join(work, "alphabet.frames")
         with open(frames_path, "wb") as f:
             f.write(b"".join(frames))
         baseline = []
@@ -366,10 +367,14 @@ def bench_alphabet(messages: int, repeat: int, say: Any) -> dict[str, Any]:
             )
             runs.append(run)
             say(f"cluster {i + 1}/{repeat}: {run['seconds']:.3f} s ({run['rate']:,.0f} msg/s)")
-        keep = False
+    except BenchError:
+        failed = True
+        raise
     finally:
-        if keep:
-            say(f"worker logs and data kept in {work}")
+        if failed:  # keep the worker logs, not the (large) data
+            with contextlib.suppress(OSError):
+                os.remove(frames_path)
+            say(f"the worker logs are kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     base_seconds = min(baseline)

@@ -185,7 +185,7 @@ def demo(messages: int, keep_output: str | None = None) -> int:
     stop_sending = threading.Event()
     sender: threading.Thread | None = None
     send_error: list[BaseException] = []
-    succeeded = False
+    succeeded = interrupted = False
     try:
         progress.say(
             f"ports: source {HOST}:{in_port}, sink {HOST}:{out_port}, control {HOST}:{control_port}"
@@ -215,24 +215,27 @@ def demo(messages: int, keep_output: str | None = None) -> int:
         frames = alphabet_frames(messages, SEED)
         expected = alphabet_totals(frames)
         worker.wait_ready(READY_TIMEOUT)
-        progress.say("worker ready; sending")
+        progress.say(f"worker ready (actor process group {worker.pgid}); sending")
 
         sent_so_far = [0]
+        sent_summary: dict[str, Any] = {}
 
         def on_progress(n: int, _nbytes: int, _seconds: float) -> None:
             sent_so_far[0] = n
 
         def sending() -> None:
             try:
-                send(
-                    HOST,
-                    in_port,
-                    frames,
-                    batch_size=1000,
-                    connect_timeout=30.0,
-                    progress=on_progress,
-                    log=None,
-                    stop=stop_sending,
+                sent_summary.update(
+                    send(
+                        HOST,
+                        in_port,
+                        frames,
+                        batch_size=1000,
+                        connect_timeout=30.0,
+                        progress=on_progress,
+                        log=None,
+                        stop=stop_sending,
+                    )
                 )
             except BaseException as exc:  # reported by the main thread
                 send_error.append(exc)
@@ -269,7 +272,8 @@ def demo(messages: int, keep_output: str | None = None) -> int:
             (out_dir / "received.txt").write_bytes(b"".join(got_payloads))
         got, malformed = final_totals(got_payloads)
         print()
-        succeeded = report(messages, len(got_payloads), seconds, expected, got, malformed)
+        sent = int(sent_summary.get("messages", 0))
+        succeeded = report(sent, len(got_payloads), seconds, expected, got, malformed)
         return 0 if succeeded else 1
     except DemoError as exc:
         progress.end_line()
@@ -278,6 +282,7 @@ def demo(messages: int, keep_output: str | None = None) -> int:
     except KeyboardInterrupt:
         progress.end_line()
         print("actorflow demo: interrupted; stopping", file=sys.stderr, flush=True)
+        interrupted = True
         return 130
     except (RuntimeError, OSError) as exc:  # wait_ready's message ends with the whole log
         progress.end_line()
@@ -302,10 +307,10 @@ def demo(messages: int, keep_output: str | None = None) -> int:
                 sender.join(5)
         finally:
             _restore_signals(masked)
-        if succeeded and remove_dir:
+        if (succeeded or interrupted) and remove_dir:
             shutil.rmtree(out_dir, ignore_errors=True)
-        elif not succeeded and worker is not None:
-            _show_log_tail(log_path)
+        elif not succeeded and not interrupted and worker is not None:
+            _show_log_tail(log_path)  # kept for whoever looks into the failure
         elif keep_output is not None:
             print(f"actorflow demo: output and worker log kept in {out_dir}", file=sys.stderr)
 

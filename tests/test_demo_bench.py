@@ -1,0 +1,119 @@
+"""`actorflow demo` and `actorflow bench` run end to end and leave no process behind.
+
+No assertion here is about speed: the figures vary with the machine and its load."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT, group_alive
+
+pytestmark = pytest.mark.integration
+
+
+def actorflow(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "actorflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def leftovers(needle: str) -> list[str]:
+    """Command lines of live processes that contain `needle`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = " ".join(proc.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if needle in cmdline:
+            found.append(f"{proc.pid}: {cmdline}")
+    return found
+
+
+def assert_cleaned_up(stderr: str) -> None:
+    control = re.search(r"control (127\.0\.0\.1:\d+)", stderr)
+    assert control, stderr
+    assert leftovers(f"--control {control.group(1)}") == []
+    group = re.search(r"actor process group (\d+)", stderr)
+    if group:
+        assert not group_alive(int(group.group(1)))
+
+
+def test_demo_all_totals_match_and_cleans_up():
+    proc = actorflow("demo", "--messages", "20000")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all 26 totals match" in proc.stdout
+    assert "MISMATCH" not in proc.stdout
+    assert re.search(r"outputs received\s+20,000", proc.stdout)
+    assert_cleaned_up(proc.stderr)
+
+
+def test_demo_sigterm_stops_everything():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actorflow", "demo", "--messages", "3000000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    lines: list[str] = []
+    sending = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "sending" in line:
+                sending.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert sending.wait(60), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    stderr = "".join(lines)
+    assert code == 130, stderr
+    assert "interrupted" in stderr
+    assert_cleaned_up(stderr)
+
+
+def test_bench_json_result():
+    proc = actorflow("bench", "alphabet", "--messages", "50000", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["messages"] == 50_000 and result["received"] == 50_000
+    assert result["baseline_rate"] > 0 and result["cluster_rate"] > 0
+    assert result["ratio"] == pytest.approx(result["cluster_rate"] / result["baseline_rate"], 0.01)
+    assert set(result["bars"]) == {"rate_150k", "ratio_0.2"}
+    assert_cleaned_up(proc.stderr)
+    data = re.search(r"into (\S+alphabet\.frames)", proc.stderr)
+    assert data, proc.stderr
+    assert leftovers(data.group(1)) == []  # the sender
+    assert not os.path.exists(data.group(1))  # its data was removed
+
+
+def test_bench_rejects_more_workers_for_now():
+    proc = actorflow("bench", "alphabet", "--workers", "2", timeout=30)
+    assert proc.returncode == 2
+    assert "not supported yet" in proc.stderr
