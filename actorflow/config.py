@@ -89,7 +89,9 @@ def worker_parser(
         help="bytes a sink holds while its receiver is slow or away",
     )
     p.add_argument(
-        "--join-timeout", type=float, default=30.0,
+        "--join-timeout",
+        type=float,
+        default=30.0,
         help="seconds a joining worker waits for the initializer's control channel",
     )
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to start up")

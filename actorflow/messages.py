@@ -17,7 +17,7 @@ from typing import Any
 # a receiver acknowledges a batch once it has handled it and has room for more.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Batch:
     """Records for the next stage: ``records`` is a list of (key, value)."""
 
@@ -25,8 +25,11 @@ class Batch:
     seq: int
     records: list
 
+    def __repr__(self) -> str:  # Thespian formats messages it sends: keep that cheap
+        return f"Batch(link={self.link}, seq={self.seq}, {len(self.records)} records)"
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class EncodedBatch:
     """Encoded output for a sink: ``count`` records, already encoded, joined."""
 
@@ -34,6 +37,9 @@ class EncodedBatch:
     seq: int
     data: bytes
     count: int
+
+    def __repr__(self) -> str:
+        return f"EncodedBatch(link={self.link}, seq={self.seq}, {self.count} records)"
 
 
 @dataclass(frozen=True, slots=True)

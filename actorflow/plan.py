@@ -28,7 +28,7 @@ from actorflow.partitioning import DEFAULT_PARTITIONS, owners
 class Settings:
     """Runtime knobs shared by every actor of a cluster."""
 
-    batch_size: int = 1000  # records per batch, at most
+    batch_size: int = 4000  # records per batch, at most (see benchmarks: larger is faster)
     window: int = 4  # unacknowledged batches per link, at most
     partitions: int = DEFAULT_PARTITIONS  # per keyed state step
     max_frame_size: int = 1 << 20  # a source closes a connection announcing more

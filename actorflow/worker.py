@@ -118,8 +118,12 @@ class Worker:
                 my_port = free_port(my_host)
         advertise = (cfg.my_data or cfg.data or (my_host, 0))[0]
         os.environ["THESPIAN_BASE_IPADDR"] = advertise
-        log.info("worker %s: actors advertise %s (--data / --my-data host); each actor "
-                 "listens on a port of its own", cfg.name, advertise)
+        log.info(
+            "worker %s: actors advertise %s (--data / --my-data host); each actor "
+            "listens on a port of its own",
+            cfg.name,
+            advertise,
+        )
         if cfg.metrics:
             log.warning(
                 "--metrics %s: metrics reporting is not implemented yet; nothing is sent",
@@ -257,9 +261,12 @@ def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int
         return 2
     logging.getLogger().setLevel(cfg.log_level)
     stop = threading.Event()
+    starting = True
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
+        if starting:  # abort a start-up that waits for the cluster
+            raise ClusterError(f"interrupted by signal {signum} while starting")
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -267,6 +274,7 @@ def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int
     worker = Worker(cfg)
     try:
         summary = worker.start()
+        starting = False
         print(_ready_line(cfg.name, summary, worker.pgid), flush=True)
         while not stop.wait(0.5):
             _reap_children()

@@ -350,12 +350,24 @@ def test_multi_worker_flags() -> None:
     init = parse("--control", "127.0.0.1:1", "--worker-count", "2", "--topology-initializer")
     assert (init.initializer, init.worker_count, init.my_control) == (True, 2, None)
     joiner = parse(
-        "--control", "127.0.0.1:1", "-w", "3", "-n", "w2", "-x", "127.0.0.1:7", "-y",
-        "127.0.0.1:8", "--join-timeout", "5",
+        "--control",
+        "127.0.0.1:1",
+        "-w",
+        "3",
+        "-n",
+        "w2",
+        "-x",
+        "127.0.0.1:7",
+        "-y",
+        "127.0.0.1:8",
+        "--join-timeout",
+        "5",
     )
     assert not joiner.initializer and joiner.worker_count == 3
     assert (joiner.my_control, joiner.my_data, joiner.join_timeout) == (
-        ("127.0.0.1", 7), ("127.0.0.1", 8), 5.0,
+        ("127.0.0.1", 7),
+        ("127.0.0.1", 8),
+        5.0,
     )
     assert "--my-control" in joiner.app_args and "--topology-initializer" not in joiner.app_args
 

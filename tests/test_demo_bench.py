@@ -5,7 +5,6 @@ No assertion here is about speed: the figures vary with the machine and its load
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -98,22 +97,23 @@ def test_demo_sigterm_stops_everything():
     assert_cleaned_up(stderr)
 
 
-def test_bench_json_result():
-    proc = actorflow("bench", "alphabet", "--messages", "50000", "--json")
+def test_bench_json_result_one_and_two_workers():
+    proc = actorflow("bench", "alphabet", "--messages", "50000", "--workers", "2", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["messages"] == 50_000 and result["received"] == 50_000
     assert result["baseline_rate"] > 0 and result["cluster_rate"] > 0
     assert result["ratio"] == pytest.approx(result["cluster_rate"] / result["baseline_rate"], 0.01)
-    assert set(result["bars"]) == {"rate_150k", "ratio_0.2"}
-    assert_cleaned_up(proc.stderr)
-    data = re.search(r"into (\S+alphabet\.frames)", proc.stderr)
-    assert data, proc.stderr
-    assert leftovers(data.group(1)) == []  # the sender
-    assert not os.path.exists(data.group(1))  # its data was removed
+    assert result["multi_rate"] > 0
+    assert result["scaling"] == pytest.approx(result["multi_rate"] / result["cluster_rate"], 0.01)
+    assert set(result["bars"]) == {"rate_150k", "ratio_0.2", "scaling_1.0"}
+    assert {r["workers"] for r in result["runs"].values()} == {1, 2}
+    for control in re.findall(r"control (127\.0\.0\.1:\d+)", proc.stderr):
+        assert leftovers(f"--control {control}") == []
+    assert leftovers("actorflow.tools.send") == []
 
 
-def test_bench_rejects_more_workers_for_now():
-    proc = actorflow("bench", "alphabet", "--workers", "2", timeout=30)
+def test_bench_rejects_bad_flags():
+    proc = actorflow("bench", "alphabet", "--workers", "0", timeout=30)
     assert proc.returncode == 2
-    assert "not supported yet" in proc.stderr
+    assert "--workers must be at least 1" in proc.stderr

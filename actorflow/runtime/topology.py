@@ -207,9 +207,7 @@ class TopologyActor(PlacedActor):
         for p in placement.placed:
             cls = ACTOR_CLASSES[p.stage.kind]
             where = {"worker_uid": info[p.worker].uid}
-            self.addresses[(p.id, p.worker)] = self.createActor(
-                cls, targetActorRequirements=where
-            )
+            self.addresses[(p.id, p.worker)] = self.createActor(cls, targetActorRequirements=where)
         routes = wire(plan, placement, self.addresses)
         self.state = "configuring"
         for p in placement.placed:

@@ -1,13 +1,15 @@
-"""Measure an app's end-to-end throughput on a one-worker cluster against a plain Python loop.
+"""Measure an app's end-to-end throughput on a cluster against a plain Python loop.
 
 `actorflow bench alphabet` generates N alphabet vote frames and, in the same run, times
 (a) the baseline: one Python process doing the app's work in a plain loop over the frame
 stream (split frames, decode, keep running totals per letter, encode each output frame),
-and (b) the cluster: a receiver subprocess, one worker, and a sender subprocess sending
-the frames from a file; the cluster's time runs from just before the sender starts until
-the receiver has all N outputs. It prints both rates, their ratio, and whether the bars
-(>= 150k msg/s end to end, >= 0.2 of the plain loop) are met. Everything it starts is
-stopped again, on success, failure, exception, Ctrl-C or SIGTERM.
+and (b) the cluster: a receiver subprocess, a one-worker cluster, and a sender subprocess
+sending the frames from a file; with ``--workers N`` also (c) an N-worker cluster with the
+frames split over the N workers' sources, one sender each. A cluster's time runs from just
+before the senders start until the receiver has all N outputs. It prints the rates, their
+ratios, and whether the bars are met (>= 150k msg/s end to end, >= 0.2 of the plain loop,
+N workers >= 1.0x one). Everything it starts is stopped again, on success, failure,
+exception, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
-from actorflow.testing import WorkerProcess, free_port
+from actorflow.testing import Cluster
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 
 HOST = "127.0.0.1"
@@ -38,6 +40,7 @@ SEED = 1
 READY_TIMEOUT = 60.0
 BAR_RATE = 150_000.0  # msg/s end to end
 BAR_RATIO = 0.2  # of the plain loop
+BAR_SCALING = 1.0  # N workers against one, on the same machine
 
 _LISTENING = re.compile(r"listening on (?P<address>\S+)")
 
@@ -192,26 +195,29 @@ class _Child:
 
 def cluster_run(
     app: str,
-    frames_path: str,
+    frames_paths: list[str],
     messages: int,
     *,
-    log_path: str,
+    log_dir: str,
     timeout: float | None = None,
     say: Any = None,
 ) -> dict[str, Any]:
-    """One timed run: receiver and sender subprocesses around one worker running `app`.
+    """One timed run: a receiver subprocess, a cluster of ``len(frames_paths)`` workers
+    running `app`, and one sender subprocess per worker, each sending its file to that
+    worker's source.
 
-    The frames in `frames_path` (framed, `messages` of them) are sent once; the run ends
-    when the receiver has all `messages` outputs. Returns {"messages", "received",
-    "seconds" (sender start to last output), "rate", "send_seconds", "receive_span",
-    "worker_log"}. Raises BenchError if anything fails or outputs are missing.
+    The files hold `messages` frames in all; the run ends when the receiver has all
+    `messages` outputs. Returns {"messages", "received", "seconds" (senders' start to
+    last output), "rate", "workers"}. Raises BenchError if anything fails or outputs
+    are missing.
     """
     say = say or (lambda _message: None)
     if timeout is None:
         timeout = 120.0 + messages / 10_000  # generous: a stall ends it, not a slow machine
+    workers = len(frames_paths)
     receiver: _Child | None = None
-    sender: _Child | None = None
-    worker: WorkerProcess | None = None
+    senders: list[_Child] = []
+    cluster: Cluster | None = None
     try:
         receiver = _Child(
             "receiver",
@@ -230,46 +236,32 @@ def cluster_run(
         )
         if not receiver.listening_event.wait(30) or receiver.listening is None:
             raise BenchError(f"the receiver did not start: {receiver.describe()}")
-        out_address = receiver.listening
-        in_port, control_port = free_port(HOST), free_port(HOST)
-        say(f"starting a worker (control {HOST}:{control_port}, sink {out_address})")
-        worker = WorkerProcess(
-            app,
-            [
-                "--in",
-                f"alphabet@{HOST}:{in_port}",
-                "--out",
-                out_address,
-                "--control",
-                f"{HOST}:{control_port}",
-                "--topology-initializer",
-                "--worker-count",
-                "1",
-                "--worker-name",
-                "bench",
-            ],
-            log_path=log_path,
-        ).start()
+        out_port = int(receiver.listening.rsplit(":", 1)[1])
+        cluster = Cluster(app, workers, [out_port], source_name="alphabet", log_dir=log_dir)
+        say(f"starting {workers} worker(s) (control {HOST}:{cluster.control})")
         try:
-            worker.wait_ready(READY_TIMEOUT)
+            cluster.start(READY_TIMEOUT)
         except RuntimeError as exc:
             raise BenchError(str(exc).splitlines()[0]) from None
         say(f"sending {messages:,} messages")
         start = time.monotonic()
-        sender = _Child(
-            "sender",
-            [
-                "-m",
-                "actorflow.tools.send",
-                "--host",
-                f"{HOST}:{in_port}",
-                "--file",
-                frames_path,
-                "--framed",
-                "--batch-size",
-                "1000",
-            ],
-        )
+        for port, path in zip(cluster.inputs, frames_paths, strict=True):
+            senders.append(
+                _Child(
+                    "sender",
+                    [
+                        "-m",
+                        "actorflow.tools.send",
+                        "--host",
+                        f"{HOST}:{port}",
+                        "--file",
+                        path,
+                        "--framed",
+                        "--batch-size",
+                        "1000",
+                    ],
+                )
+            )
         code = receiver.wait(timeout)
         if code is None:
             raise BenchError(f"the receiver did not finish within {timeout:g} s")
@@ -277,36 +269,29 @@ def cluster_run(
         if code != 0 or got is None:
             raise BenchError(f"the receiver failed: {receiver.describe()}")
         done = got["_read_at"]
-        if sender.wait(30) != 0:
-            raise BenchError(f"the sender failed: {sender.describe()}")
-        sent = sender.summary() or {}
+        for sender in senders:
+            if sender.wait(30) != 0:
+                raise BenchError(f"a sender failed: {sender.describe()}")
         received = int(got.get("messages", 0))
         if received != messages:
             raise BenchError(f"the receiver counted {received:,} outputs, not {messages:,}")
         seconds = done - start
-        # The sender's own clock starts once it has loaded the file and connected; its
-        # exit follows its last write closely, so this estimates when sending began.
-        sending_from = None
-        if sent.get("seconds") is not None and sender.exited_at is not None:
-            sending_from = max(start, sender.exited_at - float(sent["seconds"]))
         return {
+            "workers": workers,
             "messages": messages,
             "received": received,
             "seconds": round(seconds, 4),
             "rate": round(messages / seconds, 1) if seconds > 0 else 0.0,
-            "sender_startup": None if sending_from is None else round(sending_from - start, 4),
-            "send_seconds": sent.get("seconds"),
             "receive_span": got.get("seconds"),
-            "worker_log": log_path,
         }
     finally:
         masked = _mask_signals()  # a second Ctrl-C must not cut the clean-up short
         try:
-            for child in (sender, receiver):
+            for child in (*senders, receiver):
                 if child is not None:
                     child.kill()
-            if worker is not None:
-                worker.stop()
+            if cluster is not None:
+                cluster.stop()
         finally:
             _restore_signals(masked)
 
@@ -337,17 +322,24 @@ def alphabet_app() -> str:
     return str(app)
 
 
-def bench_alphabet(messages: int, repeat: int, say: Any) -> dict[str, Any]:
-    """Measure the baseline and the cluster (best of `repeat` each); return the result."""
+def bench_alphabet(messages: int, repeat: int, workers: int, say: Any) -> dict[str, Any]:
+    """Measure the baseline and the cluster on 1 worker (and on `workers`, if more), best
+    of `repeat` each, all in this run; return the result."""
     app = alphabet_app()
     work = tempfile.mkdtemp(prefix="actorflow-bench-")
-    frames_path = os.path.join(work, "alphabet.frames")
     failed = False
+    sizes = sorted({1, workers})
     try:
-        say(f"generating {messages:,} alphabet messages (seed {SEED}) into {frames_path}")
+        say(f"generating {messages:,} alphabet messages (seed {SEED})")
         frames = alphabet_frames(messages, SEED)
-        with open(frames_path, "wb") as f:
-            f.write(b"".join(frames))
+        files: dict[int, list[str]] = {}
+        for n in sizes:  # each worker's source gets every n-th frame
+            files[n] = []
+            for i in range(n):
+                path = os.path.join(work, f"alphabet-{n}-{i}.frames")
+                with open(path, "wb") as f:
+                    f.write(b"".join(frames[i::n]))
+                files[n].append(path)
         baseline = []
         for i in range(repeat):
             baseline.append(baseline_alphabet(frames))
@@ -356,52 +348,65 @@ def bench_alphabet(messages: int, repeat: int, say: Any) -> dict[str, Any]:
                 f"({messages / baseline[-1]:,.0f} msg/s)"
             )
         del frames
-        runs = []
+        best: dict[int, dict[str, Any]] = {}
         for i in range(repeat):
-            run = cluster_run(
-                app,
-                frames_path,
-                messages,
-                log_path=os.path.join(work, f"worker-{i + 1}.log"),
-                say=lambda m, i=i: say(f"cluster {i + 1}/{repeat}: {m}"),
-            )
-            runs.append(run)
-            say(f"cluster {i + 1}/{repeat}: {run['seconds']:.3f} s ({run['rate']:,.0f} msg/s)")
+            for n in sizes:
+                run = cluster_run(
+                    app,
+                    files[n],
+                    messages,
+                    log_dir=work,
+                    say=lambda m, i=i, n=n: say(f"{n} worker(s), run {i + 1}/{repeat}: {m}"),
+                )
+                say(
+                    f"{n} worker(s), run {i + 1}/{repeat}: {run['seconds']:.3f} s "
+                    f"({run['rate']:,.0f} msg/s)"
+                )
+                if n not in best or run["seconds"] < best[n]["seconds"]:
+                    best[n] = run
     except BenchError:
         failed = True
         raise
     finally:
-        if failed:  # keep the worker logs, not the (large) data
-            with contextlib.suppress(OSError):
-                os.remove(frames_path)
+        for paths in locals().get("files", {}).values():
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        if failed:  # keep the worker logs
             say(f"the worker logs are kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     base_seconds = min(baseline)
-    best = min(runs, key=lambda r: r["seconds"])
     base_rate = messages / base_seconds if base_seconds > 0 else 0.0
-    cluster_rate = best["rate"]
-    ratio = cluster_rate / base_rate if base_rate > 0 else 0.0
-    return {
+    one = best[1]
+    ratio = one["rate"] / base_rate if base_rate > 0 else 0.0
+    result = {
         "app": "alphabet",
         "messages": messages,
-        "workers": 1,
+        "workers": workers,
         "repeat": repeat,
         "baseline_seconds": round(base_seconds, 4),
         "baseline_rate": round(base_rate, 1),
-        "cluster_seconds": best["seconds"],
-        "cluster_rate": cluster_rate,
+        "cluster_seconds": one["seconds"],
+        "cluster_rate": one["rate"],
         "ratio": round(ratio, 4),
-        "received": best["received"],
-        "sender_startup": best["sender_startup"],
-        "send_seconds": best["send_seconds"],
-        "receive_span": best["receive_span"],
+        "received": one["received"],
         "bars": {
-            "rate_150k": cluster_rate >= BAR_RATE,
+            "rate_150k": one["rate"] >= BAR_RATE,
             "ratio_0.2": ratio >= BAR_RATIO,
         },
-        "runs": [{k: v for k, v in r.items() if k != "worker_log"} for r in runs],
+        "runs": best,
     }
+    if workers > 1:
+        many = best[workers]
+        scaling = many["rate"] / one["rate"] if one["rate"] > 0 else 0.0
+        result.update(
+            multi_rate=many["rate"],
+            multi_seconds=many["seconds"],
+            scaling=round(scaling, 4),
+        )
+        result["bars"]["scaling_1.0"] = scaling >= BAR_SCALING
+    return result
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -409,7 +414,7 @@ def print_table(result: dict[str, Any]) -> None:
         return "met" if ok else "NOT met"
 
     n = result["messages"]
-    print(f"actorflow bench {result['app']}: {n:,} messages, {result['workers']} worker", end="")
+    print(f"actorflow bench {result['app']}: {n:,} messages", end="")
     print(f", best of {result['repeat']}" if result["repeat"] > 1 else "")
     print(
         f"  baseline (plain loop)  {result['baseline_rate']:>12,.0f} msg/s"
@@ -419,23 +424,20 @@ def print_table(result: dict[str, Any]) -> None:
         f"  cluster (end to end)   {result['cluster_rate']:>12,.0f} msg/s"
         f"  ({result['cluster_seconds']:.3f} s from sender start to last output)"
     )
-    startup = result.get("sender_startup")
-    if startup is not None:
-        after = result["cluster_seconds"] - startup
-        print(
-            f"    of which sender start-up (interpreter, loading the file) ~{startup:.3f} s; "
-            f"from its first write: {n / after if after > 0 else 0:,.0f} msg/s"
-        )
-    if result.get("send_seconds") is not None and result.get("receive_span") is not None:
-        print(
-            f"    sender writing {result['send_seconds']:.3f} s, "
-            f"receiver first to last output {result['receive_span']:.3f} s"
-        )
     print(f"  ratio cluster/baseline {result['ratio']:>12.3f}")
+    if result["workers"] > 1:
+        w = result["workers"]
+        print(
+            f"  cluster, {w} workers      {result['multi_rate']:>12,.0f} msg/s"
+            f"  ({result['multi_seconds']:.3f} s; data split over the {w} sources)"
+        )
+        print(f"  {w} workers / 1 worker   {result['scaling']:>12.3f}")
     print(f"  outputs received       {result['received']:>12,} of {n:,}")
     bars = result["bars"]
     print(f"  bar >= 150k msg/s end to end:   {met(bars['rate_150k'])}")
     print(f"  bar >= 0.2 of the plain loop:   {met(bars['ratio_0.2'])}")
+    if "scaling_1.0" in bars:
+        print(f"  bar {result['workers']} workers >= 1.0x one:  {met(bars['scaling_1.0'])}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="workers in the cluster (default: 1; only 1 is supported so far)",
+        help="also measure a cluster of N workers, next to one worker (default: 1)",
     )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return p
@@ -473,12 +475,8 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 def run(argv: list[str]) -> int:
     """The `actorflow bench` command."""
     args = build_parser().parse_args(argv)
-    if args.workers != 1:
-        print(
-            f"actorflow bench: error: --workers {args.workers} is not supported yet "
-            "(only one-worker clusters can be measured so far)",
-            file=sys.stderr,
-        )
+    if args.workers < 1:
+        print("actorflow bench: error: --workers must be at least 1", file=sys.stderr)
         return 2
     if args.messages < 1:
         print("actorflow bench: error: --messages must be at least 1", file=sys.stderr)
@@ -493,7 +491,7 @@ def run(argv: list[str]) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        result = bench_alphabet(args.messages, args.repeat, say)
+        result = bench_alphabet(args.messages, args.repeat, args.workers, say)
     except BenchError as exc:
         print(f"actorflow bench: error: {exc}", file=sys.stderr)
         return 1

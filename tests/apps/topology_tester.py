@@ -64,8 +64,9 @@ def application_setup(args):
             p = p.key_by(record_key)
             step = step[1:]
         p = p.to(stateless(f"s{i}") if step == "s" else stateful(f"S{i}"))
-    return wallaroo.build_application("topology_tester", p.to_sink(
-        wallaroo.TCPSinkConfig(out_host, out_port, encode)))
+    return wallaroo.build_application(
+        "topology_tester", p.to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode))
+    )
 
 
 if __name__ == "__main__":
