@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from actorflow.config import WorkerConfig, parse_worker_args
 from actorflow.errors import ActorflowError, ClusterError
@@ -164,7 +165,8 @@ class Worker:
             control = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
             topology = control.createActor(TopologyActor, globalName=TOPOLOGY_NAME)
             log.info("worker %s: joining the cluster at %s:%d", cfg.name, host, port)
-            reply = control.ask(topology, JoinCluster(me, cfg.worker_count), cfg.ready_timeout)
+            control.tell(topology, JoinCluster(me, cfg.worker_count))
+            reply = self._await_cluster(control, host, port)
         if isinstance(reply, ClusterFailed | JoinRefused):
             raise ClusterError(reply.reason)
         if not isinstance(reply, ClusterReady):
@@ -174,6 +176,20 @@ class Worker:
             raise ClusterError(msg)
         self.summary = reply.summary
         return reply.summary
+
+    def _await_cluster(self, control: Any, host: str, port: int) -> object:
+        """Wait for the topology's answer; give up early if the initializer goes away."""
+        deadline = time.monotonic() + self.cfg.ready_timeout
+        while time.monotonic() < deadline:
+            reply = control.listen(1.0)
+            if reply is not None:
+                return reply
+            try:
+                socket.create_connection((host, port), timeout=2.0).close()
+            except OSError:
+                msg = f"the initializer at {host}:{port} went away before the cluster started"
+                raise ClusterError(msg) from None
+        return None
 
     def stop(self) -> None:
         """Stop the actor system; then end whatever is left of its process group."""

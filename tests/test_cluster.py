@@ -338,7 +338,8 @@ def test_start_up_failures_are_clear(receivers, tmp_path):
     )
     cluster = Cluster(str(app), 2, [out.port], log_dir=str(tmp_path))
     try:
-        cluster.start_worker(0)
+        first = cluster.start_worker(0)
+        assert first.wait_log("1 of 2 workers here; waiting", 30)
         bad = cluster.start_worker(1)
         assert bad.proc.wait(60) != 0
         assert "no module named numpy on this machine" in bad.log()
@@ -430,3 +431,30 @@ def test_topology_cases_cover_every_chain_and_worker_count():
     assert {c for c, _ in cases} == set(CHAINS) and len(CHAINS) == 84
     assert {w for _, w in cases} == {1, 2, 3}
     assert struct  # imported for frame helpers used by other tests
+
+
+def test_placement_failure_on_a_joiner_stops_every_worker(receivers, tmp_path):
+    """worker2's source port is taken: every worker exits non-zero, naming the cause."""
+    import socket
+
+    (out,) = receivers(1)
+    busy = socket.create_server(("127.0.0.1", 0))
+    cluster = Cluster(
+        str(APPS / "alphabet.py"),
+        2,
+        [out.port],
+        log_dir=str(tmp_path),
+        inputs=[free_port(), busy.getsockname()[1]],
+    )
+    try:
+        workers = [cluster.start_worker(0), cluster.start_worker(1)]
+        for w in workers:
+            assert w.proc.wait(60) != 0
+        why = f"cannot listen on 127.0.0.1:{busy.getsockname()[1]}"
+        assert why in workers[0].log()
+        assert why in workers[1].log() or "went away before the cluster started" in (
+            workers[1].log()
+        )
+    finally:
+        cluster.stop()
+        busy.close()
