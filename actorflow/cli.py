@@ -13,6 +13,7 @@ commands:
   receive   receive output:    actorflow receive --listen H:P [--framed] [--output F]
   gen       generate data:     actorflow gen alphabet --messages N --output F
   status    cluster status:    actorflow status --control H:P [--json]
+  metrics   metrics hub:       actorflow metrics --listen H:P --http H:P
   demo      run the alphabet example end to end on this machine
   bench     measure throughput against a plain Python loop
 
@@ -29,11 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actorflow.worker import run_worker
 
         return run_worker(rest)
-    if command in ("send", "receive", "gen", "status"):
+    if command in ("send", "receive", "gen", "status", "metrics"):
         import argparse
         import importlib
 
-        module = "actorflow.status" if command == "status" else f"actorflow.tools.{command}"
+        module = {"status": "actorflow.status", "metrics": "actorflow.metrics.hub"}.get(
+            command, f"actorflow.tools.{command}"
+        )
         tool = importlib.import_module(module)
         parser = argparse.ArgumentParser(prog=f"actorflow {command}")
         tool.configure_parser(parser)

@@ -10,7 +10,6 @@ along (the worker's guard then ends the actors).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import re
@@ -22,6 +21,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+
+from actorflow.processes import die_with_parent, kill_group
 
 _READY = re.compile(r"actorflow worker (?P<name>\S+): ready.*\(actor process group (?P<pgid>\d+)\)")
 
@@ -65,14 +66,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class WorkerProcess:
     """One ``actorflow worker`` child process."""
 
@@ -109,7 +102,7 @@ class WorkerProcess:
             stdin=subprocess.DEVNULL,
             env=env,
             text=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         threading.Thread(target=self._read_stdout, daemon=True).start()
         return self
@@ -163,24 +156,11 @@ class WorkerProcess:
                 self.proc.kill()
                 code = self.proc.wait(5)
         if self.pgid is not None:
-            _kill_group(self.pgid)
+            kill_group(self.pgid, wait=10.0)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         return code
-
-
-def _kill_group(pgid: int, wait: float = 10.0) -> None:
-    """SIGKILL what is left of the process group and wait until it is gone."""
-    if pgid == os.getpgid(0):
-        return
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from actorflow.messages import (
     WorkerInfo,
 )
 from actorflow.plan import compile_plan
+from actorflow.processes import become_subreaper, kill_group, reap_children
 
 log = logging.getLogger("actorflow.worker")
 
@@ -211,24 +212,6 @@ class Worker:
             self.pgid = None
 
 
-def kill_group(pgid: int, wait: float = 5.0) -> None:
-    """SIGKILL what is left of the process group ``pgid`` (never our own), and wait for it.
-
-    Called after the graceful actor system shutdown, which has already stopped the
-    actors (sinks flushed); their processes would otherwise linger for seconds.
-    """
-    if pgid == os.getpgid(0):
-        return
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        _reap_children()  # our zombie child (Thespian's daemonizing fork) is in the group
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-
-
 def _ready_line(name: str, summary: dict, pgid: int | None) -> str:
     sources = "; ".join(
         f"{w}: {', '.join(addrs)}" for w, addrs in summary.get("sources", {}).items()
@@ -238,28 +221,6 @@ def _ready_line(name: str, summary: dict, pgid: int | None) -> str:
         f"actorflow worker {name}: ready, {actors} actors, sources {sources or 'none'} "
         f"(actor process group {pgid})"
     )
-
-
-def _become_subreaper() -> None:
-    """Orphaned descendants (the daemonized admin, actors of a dead admin) become our
-    children, so we reap them at once instead of leaving zombies in the group."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
-
-
-def _reap_children() -> None:
-    """Collect exited children (Thespian's daemonizing fork leaves one behind)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int:
@@ -286,14 +247,14 @@ def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    _become_subreaper()
+    become_subreaper()
     worker = Worker(cfg)
     try:
         summary = worker.start()
         starting = False
         print(_ready_line(cfg.name, summary, worker.pgid), flush=True)
         while not stop.wait(0.5):
-            _reap_children()
+            reap_children()
         log.info("worker %s: stopping", cfg.name)
         return 0
     except ActorflowError as exc:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from actorflow.processes import group_alive
 from actorflow.testing import WorkerProcess, free_port
 from actorflow.tools.receive import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "apps"
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 class Collector:

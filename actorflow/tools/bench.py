@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
+from actorflow.processes import die_with_parent, signals_masked
 from actorflow.testing import Cluster
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 
@@ -98,13 +98,6 @@ def baseline_alphabet(frames: list[bytes]) -> float:
 # -- the cluster -----------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class _Child:
     """A tool subprocess whose stdout and stderr lines are collected by threads."""
 
@@ -118,7 +111,7 @@ class _Child:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.stdout: list[tuple[float, str]] = []  # (monotonic time read, line)
         self.stderr: list[str] = []
@@ -285,27 +278,12 @@ def cluster_run(
             "receive_span": got.get("seconds"),
         }
     finally:
-        masked = _mask_signals()  # a second Ctrl-C must not cut the clean-up short
-        try:
+        with signals_masked():
             for child in (*senders, receiver):
                 if child is not None:
                     child.kill()
             if cluster is not None:
                 cluster.stop()
-        finally:
-            _restore_signals(masked)
-
-
-def _mask_signals() -> dict[int, Any]:
-    """Ignore SIGINT and SIGTERM (main thread only); return the handlers to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
 
 
 # -- the command -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
+from actorflow.processes import signals_masked
 from actorflow.testing import WorkerProcess, free_port
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 from actorflow.tools.receive import Receiver
@@ -297,16 +298,13 @@ def demo(messages: int, keep_output: str | None = None) -> int:
         print(f"actorflow demo: error: {first}", file=sys.stderr, flush=True)
         return 1
     finally:
-        masked = _mask_signals()  # a second Ctrl-C must not cut the clean-up short
-        try:
+        with signals_masked():
             stop_sending.set()
             receiver.stop()
             if worker is not None:
                 worker.stop()
             if sender is not None:
                 sender.join(5)
-        finally:
-            _restore_signals(masked)
         if (succeeded or interrupted) and remove_dir:
             shutil.rmtree(out_dir, ignore_errors=True)
         elif not succeeded and not interrupted and worker is not None:
@@ -325,18 +323,6 @@ def _show_log_tail(path: Path, lines: int = 12) -> None:
         for line in tail:
             print(f"    {line}", file=sys.stderr)
     print(f"actorflow demo: the worker's log is {path}", file=sys.stderr, flush=True)
-
-
-def _mask_signals() -> dict[int, Any]:
-    """Ignore SIGINT and SIGTERM (main thread only); return the handlers to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,86 @@
+"""Process control shared by the worker command, the test harness and the tools.
+
+Thespian's admin daemonizes (setsid, double fork) and outlives whoever started it, so
+everything that starts workers needs the same few tools to leave nothing behind:
+end a process group by id, reap zombies, adopt orphans, and tie a child to its parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
+    except (OSError, AttributeError):
+        pass  # not Linux: the guard actor still ends orphaned workers
+
+
+def die_with_parent() -> None:
+    """In a child (``preexec_fn``): get SIGTERM when the parent dies."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants (the daemonized admin, actors of a dead admin) become our
+    children, so we reap them at once instead of leaving zombies in their group."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def reap_children() -> None:
+    """Collect every exited child without blocking."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_group(pgid: int, wait: float = 5.0) -> bool:
+    """SIGKILL the process group ``pgid`` (never our own) until it is gone; True if gone."""
+    if pgid == os.getpgid(0):
+        return False
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        reap_children()  # a zombie child of ours may still be counted in the group
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return not group_alive(pgid)
+
+
+@contextlib.contextmanager
+def signals_masked() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM inside the block (main thread only), so that a second
+    Ctrl-C cannot cut a clean-up short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
