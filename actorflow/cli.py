@@ -13,6 +13,8 @@ commands:
   receive   receive output:    actorflow receive --listen H:P [--framed] [--output F]
   gen       generate data:     actorflow gen alphabet --messages N --output F
   status    cluster status:    actorflow status --control H:P [--json]
+  shutdown  stop a cluster:    actorflow shutdown --control H:P (restarts from its files)
+  clean     remove files:      actorflow clean --resilience-dir D
   metrics   metrics hub:       actorflow metrics --listen H:P --http H:P
   demo      run the alphabet example end to end on this machine
   bench     measure throughput against a plain Python loop
@@ -30,11 +32,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actorflow.worker import run_worker
 
         return run_worker(rest)
+    if command in ("shutdown", "clean"):
+        import argparse
+
+        from actorflow import control
+
+        parser = argparse.ArgumentParser(prog=f"actorflow {command}")
+        getattr(control, f"configure_{command}_parser")(parser)
+        return getattr(control, f"{command}_main")(parser.parse_args(rest))
     if command in ("send", "receive", "gen", "status", "metrics"):
         import argparse
         import importlib
 
-        module = {"status": "actorflow.status", "metrics": "actorflow.metrics.hub"}.get(
+        module = {"status": "actorflow.control", "metrics": "actorflow.metrics.hub"}.get(
             command, f"actorflow.tools.{command}"
         )
         tool = importlib.import_module(module)

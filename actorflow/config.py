@@ -94,6 +94,12 @@ def worker_parser(
         default=30.0,
         help="seconds a joining worker waits for the initializer's control channel",
     )
+    p.add_argument(
+        "--time-between-checkpoints",
+        type=float,
+        default=Settings.checkpoint_every,
+        help="seconds between checkpoints of the state (0: no checkpoints)",
+    )
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to start up")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -142,6 +148,9 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
     if initializer and (my_control or my_data):
         msg = "--my-control and --my-data are for workers that join; the initializer uses --control"
         raise ConfigError(msg)
+    if ns.time_between_checkpoints < 0:
+        msg = f"--time-between-checkpoints must be 0 or more; got {ns.time_between_checkpoints}"
+        raise ConfigError(msg)
     if ns.join_timeout <= 0:
         raise ConfigError(f"--join-timeout must be positive; got {ns.join_timeout}")
     if ns.inputs:
@@ -170,6 +179,7 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         partitions=ns.partitions,
         max_frame_size=ns.max_frame_size,
         sink_buffer=ns.sink_buffer,
+        checkpoint_every=ns.time_between_checkpoints,
     )
     app_args: list[str] = []
     for attr, flag in _APP_FLAGS:

@@ -19,11 +19,17 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True, repr=False)
 class Batch:
-    """Records for the next stage: ``records`` is a list of (key, value)."""
+    """Records for the next stage: ``records`` is a list of (key, value).
+
+    ``epoch`` fences actors of an older placement: a batch from another epoch is dropped.
+    ``born`` is when the oldest record of the batch entered the cluster (for latency).
+    """
 
     link: int
     seq: int
     records: list
+    epoch: int = 0
+    born: float = 0.0
 
     def __repr__(self) -> str:  # Thespian formats messages it sends: keep that cheap
         return f"Batch(link={self.link}, seq={self.seq}, {len(self.records)} records)"
@@ -37,9 +43,24 @@ class EncodedBatch:
     seq: int
     data: bytes
     count: int
+    epoch: int = 0
+    born: float = 0.0
 
     def __repr__(self) -> str:
         return f"EncodedBatch(link={self.link}, seq={self.seq}, {self.count} records)"
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Checkpoint ``checkpoint`` passes this link: everything before it belongs to it.
+
+    Barriers travel in sequence with the batches of a link, as Chandy-Lamport markers.
+    """
+
+    link: int
+    seq: int
+    checkpoint: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +91,12 @@ class Route:
 
 @dataclass(frozen=True)
 class Configure:
-    """Tells a placed actor which stage of the plan it runs and where its output goes."""
+    """Tells a placed actor which stage of the plan it runs and where its output goes.
+
+    ``inputs`` is how many upstream actors send to it (a barrier is aligned once it
+    came from all of them); ``restore`` is the checkpoint to load state or source
+    offsets from (0: none); ``files`` names this worker's resilience files.
+    """
 
     app_path: str
     app_args: tuple[str, ...]
@@ -78,6 +104,12 @@ class Configure:
     stage: Any  # plan.PlacedStage
     routes: tuple[Route, ...]
     settings: Any  # runtime settings (plan.Settings)
+    epoch: int = 0
+    inputs: int = 0
+    restore: int = 0
+    files: Any = None  # resilience.WorkerFiles
+    coordinator: Any = None  # the topology actor's address
+    metrics: Any = None  # the worker's metrics reporter actor, or None
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,7 @@ class Configured:
     stage_id: str
     worker: str
     error: str | None = None
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +135,65 @@ class SourceStarted:
     worker: str
     address: str | None
     error: str | None = None
+    epoch: int = 0
+
+
+# --------------------------------------------------------------------------
+# Checkpoint protocol: the topology actor coordinates, sources start, sinks finish.
+
+
+@dataclass(frozen=True)
+class StartCheckpoint:
+    """To every source: record your offsets and send barrier ``checkpoint`` downstream."""
+
+    checkpoint: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class CheckpointReached:
+    """From a sink (or a source with no outlets): barrier ``checkpoint`` came from all
+    inputs, so everything upstream has snapshotted it."""
+
+    checkpoint: int
+    epoch: int
+    stage_id: str
+    worker: str
+
+
+@dataclass(frozen=True)
+class SourceProgress:
+    """From a source at each barrier: records taken so far from senders that cannot
+    replay, in total and at this checkpoint (to report possible loss on rollback)."""
+
+    stage_id: str
+    worker: str
+    checkpoint: int
+    unreplayable: int
+
+
+@dataclass(frozen=True)
+class CheckpointDone:
+    """To sources and state actors: checkpoint ``checkpoint`` is complete cluster-wide."""
+
+    checkpoint: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Retire:
+    """To an actor of an older placement: close your sockets, answer, and exit."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Retired:
+    """An actor closed its sockets; ``unreplayable`` counts records from plain senders."""
+
+    stage_id: str
+    worker: str
+    unreplayable: int = 0
 
 
 # --------------------------------------------------------------------------
@@ -121,16 +213,27 @@ class WorkerInfo:
     app_args: tuple[str, ...]
     control: str
     has_sources: bool = True
+    cluster_id: str | None = None  # set when the worker restarts from its files
+    resilience_dir: str = "/tmp"
+    guard: Any = None  # the worker's guard actor: it stops the worker command
+    metrics: str | None = None  # the worker's --metrics address
 
 
 @dataclass(frozen=True)
 class BuildCluster:
-    """From the initializer's worker command: wait for the workers, then place the app."""
+    """From the initializer's worker command: wait for the workers, then place the app.
+
+    ``resume`` (a resilience.ClusterState) is set when the initializer restarts from
+    its files: the cluster re-forms with the same workers and rolls back to the last
+    completed checkpoint.
+    """
 
     app_path: str
     initializer: WorkerInfo
     worker_count: int
     settings: Any  # plan.Settings
+    files: Any  # resilience.WorkerFiles of the initializer
+    resume: Any = None
 
 
 @dataclass(frozen=True)
@@ -143,9 +246,11 @@ class JoinCluster:
 
 @dataclass(frozen=True)
 class JoinRefused:
-    """The cluster does not take this worker; ``reason`` says why."""
+    """The cluster does not take this worker; ``reason`` says why; ``stale``: because
+    of resilience files from another cluster."""
 
     reason: str
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +258,27 @@ class ClusterReady:
     """Every actor is placed and configured and every source is listening."""
 
     summary: dict
+    cluster_id: str = ""
+    workers: tuple = ()  # (name, control) of every worker
+
+
+@dataclass(frozen=True)
+class ShutdownCluster:
+    """From ``actorflow shutdown``: take a last checkpoint, then stop every worker."""
+
+
+@dataclass(frozen=True)
+class ShutdownDone:
+    """Reply to ShutdownCluster: the last checkpoint, and the workers told to stop."""
+
+    checkpoint: int
+    workers: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StopWorker:
+    """To a worker's guard: stop the worker command (as SIGTERM would)."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ Three pure steps, each unit-testable without actors:
    partition router), ``state`` (one state computation) and ``sink`` (one
    sink config). A state step ends a chain, as in Wallaroo's design.
 2. :func:`place` decides which workers run which stage: sources on the
-   workers that have them, chains, routers and sinks on every worker, keyed
-   state spread over the workers by partition, unkeyed state on one worker.
+   workers that have them, keyed state spread over the workers by partition,
+   unkeyed state on one worker, and chains, routers and sinks on every worker
+   where their input is (records that leave a state step go on on its worker).
 3. :func:`wire` turns actor addresses into each actor's outgoing routes.
 """
 
@@ -35,6 +36,7 @@ class Settings:
     sink_buffer: int = 4 << 20  # bytes a sink holds while its receiver is away
     reconnect_max: float = 2.0  # seconds between sink reconnect attempts, at most
     error_log_limit: int = 20  # user errors logged in full per step; then every 1000th
+    checkpoint_every: float = 1.0  # seconds between checkpoints; 0: none
 
 
 @dataclass(frozen=True)
@@ -178,12 +180,14 @@ def place(
         raise ValueError("place() needs at least one worker")
     placed: list[PlacedStage] = []
     part_owners: dict[str, tuple[str, ...]] = {}
+    present: dict[str, set[str]] = {}  # stage id -> workers with a replica
     unkeyed = 0
     for st in plan.stages:
+        fed = set().union(*(present[i] for i in st.inputs)) if st.inputs else set()
         if st.kind == "source":
             spec = app.stage(st.app_stages[0]).spec[1]
             default = workers[:1] if isinstance(spec, GenSourceConfig) else workers
-            on = (source_workers or {}).get(st.name, default)
+            on = set((source_workers or {}).get(st.name, default))
             placed += [PlacedStage(st, w) for w in workers if w in on]
         elif st.kind == "state":
             if st.keyed:
@@ -192,12 +196,16 @@ def place(
                 table = (workers[unkeyed % len(workers)],)
                 unkeyed += 1
             part_owners[st.id] = table
+            on = set()
             for w in workers:
                 mine = tuple(p for p, o in enumerate(table) if o == w)
-                if mine:
+                if mine and fed:  # routers anywhere reach every owner
                     placed.append(PlacedStage(st, w, mine))
-        else:
-            placed += [PlacedStage(st, w) for w in workers]
+                    on.add(w)
+        else:  # chains, routers and sinks run where their input is
+            on = fed
+            placed += [PlacedStage(st, w) for w in workers if w in on]
+        present[st.id] = on
     return Placement(workers, tuple(placed), part_owners)
 
 
@@ -220,6 +228,20 @@ def wire(
                 mine.append(Route("records", (addresses[(nxt.id, p.worker)],)))
         routes[(p.stage.id, p.worker)] = tuple(mine)
     return routes
+
+
+def fan_in(plan: Plan, placement: Placement) -> dict[tuple[str, str], int]:
+    """How many placed actors send to each placed actor (barriers align over them)."""
+    counts = {(p.stage.id, p.worker): 0 for p in placement.placed}
+    for p in placement.placed:
+        for nxt in plan.outputs(p.stage.id):
+            if nxt.kind == "state":
+                for w in set(placement.owners[nxt.id]):
+                    if (nxt.id, w) in counts:
+                        counts[(nxt.id, w)] += 1
+            elif (nxt.id, p.worker) in counts:
+                counts[(nxt.id, p.worker)] += 1
+    return counts
 
 
 def describe(plan: Plan, placement: Placement) -> dict[str, Any]:

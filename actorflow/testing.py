@@ -218,9 +218,16 @@ class Cluster:
             "--worker-name",
             self.names[i],
         ]
+        a += ["--resilience-dir", self.resilience_dir(i)]
         if i == 0:
             a += ["--data", f"127.0.0.1:{free_port()}", "--topology-initializer"]
         return a + self.extra
+
+    def resilience_dir(self, i: int) -> str:
+        """Worker i's resilience folder (one per worker, as on separate machines)."""
+        path = os.path.join(self.log_dir, f"resilience-{self.names[i]}")
+        os.makedirs(path, exist_ok=True)
+        return path
 
     def start_worker(self, i: int, *more: str) -> WorkerProcess:
         log = os.path.join(self.log_dir, f"{self.names[i]}-{len(self.workers)}.log")

@@ -34,6 +34,14 @@ from actorflow.messages import (
 )
 from actorflow.plan import compile_plan
 from actorflow.processes import become_subreaper, kill_group, reap_children
+from actorflow.resilience import (
+    ClusterRecord,
+    WorkerFiles,
+    read_cluster,
+    read_state,
+    stale_hint,
+    write_cluster,
+)
 
 log = logging.getLogger("actorflow.worker")
 
@@ -103,10 +111,13 @@ class Worker:
         self.summary: dict = {}
 
     def start(self) -> dict:
-        """Start this worker's admin and guard, then build or join the cluster."""
+        """Start this worker's admin and guard, then build, join or rejoin the cluster."""
         cfg = self.cfg
         # Fail fast, before any process starts: the app must load and compile here.
-        compile_plan(load_application(cfg.app, cfg.app_args))
+        app = load_application(cfg.app, cfg.app_args)
+        compile_plan(app)
+        files = WorkerFiles(cfg.resilience_dir, app.name, cfg.name)
+        record, resume = self.read_files(files)
         host, port = cfg.control
         if cfg.initializer:
             my_host, my_port = host, port
@@ -154,20 +165,48 @@ class Worker:
         if not isinstance(reply, GuardReady):
             raise ClusterError(f"the worker's actor system did not answer on port {my_port}")
         self.pgid = reply.pgid
-        me = WorkerInfo(cfg.name, uid, cfg.app_args, f"{my_host}:{my_port}", bool(cfg.inputs))
+        me = WorkerInfo(
+            cfg.name,
+            uid,
+            cfg.app_args,
+            f"{my_host}:{my_port}",
+            bool(cfg.inputs),
+            cluster_id=record.cluster_id if record else None,
+            resilience_dir=os.path.abspath(cfg.resilience_dir),
+            guard=guard,
+            metrics=cfg.metrics,
+        )
         if cfg.initializer:
             topology = self.system.createActor(
                 TopologyActor, targetActorRequirements=here, globalName=TOPOLOGY_NAME
             )
-            request: object = BuildCluster(cfg.app, me, cfg.worker_count, cfg.settings)
+            request = BuildCluster(cfg.app, me, cfg.worker_count, cfg.settings, files, resume)
+            if resume is not None:
+                log.info(
+                    "worker %s: restarting cluster %s from %s (checkpoint %d)",
+                    cfg.name,
+                    resume.cluster_id,
+                    files.checkpoint,
+                    resume.checkpoint,
+                )
             reply = self.system.ask(topology, request, cfg.ready_timeout)
         else:
             # Talk to the topology actor through the initializer's admin, as a client.
             control = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
             topology = control.createActor(TopologyActor, globalName=TOPOLOGY_NAME)
-            log.info("worker %s: joining the cluster at %s:%d", cfg.name, host, port)
+            log.info(
+                "worker %s: %s the cluster at %s:%d",
+                cfg.name,
+                "rejoining" if record else "joining",
+                host,
+                port,
+            )
             control.tell(topology, JoinCluster(me, cfg.worker_count))
             reply = self._await_cluster(control, host, port)
+        if isinstance(reply, JoinRefused) and reply.stale:
+            raise ClusterError(
+                f"refused: {reply.reason}; " + stale_hint(cfg.resilience_dir, files.existing())
+            )
         if isinstance(reply, ClusterFailed | JoinRefused):
             raise ClusterError(reply.reason)
         if not isinstance(reply, ClusterReady):
@@ -175,8 +214,59 @@ class Worker:
             if cfg.worker_count > 1:
                 msg += f" (are all {cfg.worker_count} workers started?)"
             raise ClusterError(msg)
+        write_cluster(
+            files,
+            ClusterRecord(
+                reply.cluster_id,
+                app.name,
+                cfg.app,
+                cfg.name,
+                cfg.initializer,
+                f"{host}:{port}",
+                cfg.worker_count,
+                [list(w) for w in reply.workers],
+                cfg.settings.partitions,
+            ),
+        )
         self.summary = reply.summary
         return reply.summary
+
+    def read_files(self, files: WorkerFiles) -> tuple[Any, Any]:
+        """This worker's resilience files: (cluster record, initializer's state), or Nones.
+
+        Files that do not fit this command are stale: refuse them, naming them and the
+        command that removes them.
+        """
+        cfg = self.cfg
+        try:
+            record = read_cluster(files)
+            if record is None:
+                return None, None
+            wrong = []
+            if record.worker_count != cfg.worker_count:
+                wrong.append(f"--worker-count {record.worker_count}")
+            if record.initializer != cfg.initializer:
+                wrong.append("the initializer role" if record.initializer else "a joining role")
+            if record.control != f"{cfg.control[0]}:{cfg.control[1]}":
+                wrong.append(f"--control {record.control}")
+            if record.partitions != cfg.settings.partitions:
+                wrong.append(f"--partitions {record.partitions}")
+            if wrong:
+                msg = f"{files.cluster} records {', '.join(wrong)}, unlike this command"
+                raise ValueError(msg)
+            resume = read_state(files) if cfg.initializer else None
+            if cfg.initializer and (resume is None or resume.cluster_id != record.cluster_id):
+                raise ValueError(f"{files.checkpoint} is missing or from another cluster")
+        except ValueError as exc:
+            hint = stale_hint(cfg.resilience_dir, files.existing())
+            raise ClusterError(f"{exc}: {hint}") from None
+        log.info(
+            "worker %s: found resilience files of cluster %s in %s",
+            cfg.name,
+            record.cluster_id,
+            cfg.resilience_dir,
+        )
+        return record, resume
 
     def _await_cluster(self, control: Any, host: str, port: int) -> object:
         """Wait for the topology's answer; give up early if the initializer goes away."""
@@ -231,6 +321,11 @@ def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     argv = sys.argv[1:] if argv is None else list(argv)
+    # Thespian notices a lost convention member only after 3 missed re-registrations,
+    # 7m22s apart by default; members re-register with a restarted initializer just as
+    # slowly. Both periods shortened together (one alone makes the leader drop members).
+    os.environ.setdefault("CONVENTION_REREGISTRATION_PERIOD", "0:02")
+    os.environ.setdefault("CONVENTION_RESTART_PERIOD", "0:01")
     try:
         cfg = parse_worker_args(argv, app)
     except ActorflowError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,5 +86,7 @@ def worker_args(in_port: int, out_port: int, *extra: str, name: str = "in") -> l
         "w1",
         "--log-level",
         "INFO",
+        "--resilience-dir",
+        tempfile.mkdtemp(prefix="actorflow-test-"),
         *extra,
     ]

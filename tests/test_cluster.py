@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actorflow.status import query_status
+from actorflow.control import query_status
 from actorflow.testing import Cluster, WorkerProcess, free_port
 from actorflow.tools.gen import alphabet_frames, word_counts, word_lines
 from actorflow.tools.send import send
@@ -167,6 +167,8 @@ def test_design_document_command_lines_in_any_order(receivers, tmp_path):
             "2",
             "--worker-name",
             "worker2",
+            "--resilience-dir",
+            str(tmp_path),
         ],
         log_path=str(tmp_path / "w2.log"),
     ).start()
@@ -183,6 +185,8 @@ def test_design_document_command_lines_in_any_order(receivers, tmp_path):
             "2",
             "--worker-name",
             "worker1",
+            "--resilience-dir",
+            str(tmp_path),
         ],
         stdout=subprocess.PIPE,
         stderr=open(tmp_path / "w1.log", "wb"),
@@ -339,7 +343,7 @@ def test_start_up_failures_are_clear(receivers, tmp_path):
     cluster = Cluster(str(app), 2, [out.port], log_dir=str(tmp_path))
     try:
         first = cluster.start_worker(0)
-        assert first.wait_log("1 of 2 workers here; waiting", 30)
+        assert first.wait_log("waiting for worker", 30)
         bad = cluster.start_worker(1)
         assert bad.proc.wait(60) != 0
         assert "no module named numpy on this machine" in bad.log()

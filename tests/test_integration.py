@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import pytest
 
-from actorflow.status import query_status
+from actorflow.control import query_status
 from actorflow.testing import free_port
 from actorflow.tools.gen import alphabet_frames, word_counts, word_lines
 from actorflow.tools.send import send
@@ -115,6 +115,7 @@ def test_script_form_with_config_file(tmp_path, collector):
         f"out = 127.0.0.1:{collector.port}\n"
         f"control = 127.0.0.1:{free_port()}\n"
         "topology-initializer = true\nworker-count = 1\nworker-name = scripted\n"
+        f"resilience-dir = {tmp_path}\n"
     )
     from actorflow.testing import WorkerProcess
 

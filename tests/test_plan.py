@@ -16,7 +16,7 @@ import pytest
 import actorflow as wallaroo
 from actorflow.api import Application, Computation, StateComputation
 from actorflow.partitioning import DEFAULT_PARTITIONS, key_bytes, owners, partition_of
-from actorflow.plan import Placement, Plan, compile_plan, place, wire
+from actorflow.plan import Placement, Plan, compile_plan, fan_in, place, wire
 
 W3 = ("w1", "w2", "w3")
 
@@ -313,9 +313,23 @@ def test_unkeyed_state_is_on_exactly_one_worker() -> None:
         assert len(replicas) == 1
         assert replicas[0].partitions == (0,)
         assert placement.owners[s.id] == (replicas[0].worker,)
-    for s in plan.stages:
-        if s.kind in ("chain", "router", "sink"):
-            assert sorted(p.worker for p in placement.placed if p.id == s.id) == list(W3)
+    # The generator runs on the first worker only, so its router does too; what follows
+    # each state step runs on that state's worker: nothing idles without input.
+    on = {s.id: sorted(p.worker for p in placement.placed if p.id == s.id) for s in plan.stages}
+    first, second = (placement.owners[s.id][0] for s in states)
+    assert on["source0"] == on["router1"] == ["w1"]
+    assert on[plan.stages[3].id] == [first]  # the router before s2 follows s1
+    assert on[next(s.id for s in plan.stages if s.kind == "sink")] == [second]
+
+
+def test_fan_in_counts_the_senders_of_each_actor() -> None:
+    app = word_count_app()
+    plan = compile_plan(app)
+    placement = place(plan, app, W3)
+    counts = fan_in(plan, placement)
+    for p in placement.placed:
+        want = {"source": 0, "router": 1, "state": 3, "sink": 1}[p.stage.kind]
+        assert counts[(p.stage.id, p.worker)] == want, p
 
 
 def test_generator_source_only_on_the_first_worker_tcp_source_on_all() -> None:
@@ -377,9 +391,9 @@ def test_unkeyed_state_route_has_one_target() -> None:
     placement = place(plan, app, W3)
     routes = wire(plan, placement, addresses(placement))
     (owner,) = placement.owners["state3"]
-    for w in W3:
-        (route,) = routes[("router1", w)]
-        assert (route.kind, route.targets) == ("partitioned", (f"state3@{owner}",))
+    assert [w for w in W3 if ("router1", w) in routes] == ["w1"]  # where the generator is
+    (route,) = routes[("router1", "w1")]
+    assert (route.kind, route.targets) == ("partitioned", (f"state3@{owner}",))
 
 
 def test_every_placed_actor_is_wired() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from thespian.actors import WakeupMessage
 
-from actorflow.messages import GuardReady, GuardWorker
+from actorflow.messages import GuardReady, GuardWorker, StopWorker
 from actorflow.runtime.stage import PlacedActor
 
 log = logging.getLogger("actorflow.guard")
@@ -52,6 +52,9 @@ class WorkerGuard(PlacedActor):
             self.pid = msg.pid
             self.send(sender, GuardReady(os.getpgid(0)))
             self.wakeupAfter(POLL)
+        elif isinstance(msg, StopWorker) and self.pid:
+            log.info("guard: stopping worker command %d (actorflow shutdown)", self.pid)
+            os.kill(self.pid, signal.SIGTERM)
         elif isinstance(msg, WakeupMessage) and self.pid:
             if alive(self.pid):
                 self.wakeupAfter(POLL)

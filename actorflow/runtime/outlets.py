@@ -6,15 +6,17 @@ partial batch goes out at once when nothing is in flight (low latency when
 idle) and otherwise waits for the next acknowledgement or a full batch (large
 batches under load). What cannot be sent stays in the outlet's buffer; the
 owning actor stops taking input while any buffer holds a full batch, which
-is how back-pressure reaches the source.
+is how back-pressure reaches the source. Checkpoint barriers go through the same
+window, in order with the batches.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from actorflow.messages import Batch, EncodedBatch, Route
+from actorflow.messages import Barrier, Batch, EncodedBatch, Route
 from actorflow.partitioning import partition_of
 from actorflow.runtime.steps import ErrorLog
 
@@ -24,10 +26,21 @@ _KEY_CACHE_LIMIT = 1 << 16
 
 
 class Outlet:
-    """One flow-controlled link to one downstream actor."""
+    """One flow-controlled link to one downstream actor.
+
+    ``buf`` collects records (or encoded outputs) not yet in a batch; ``sealed`` holds
+    batches and barriers cut from it that wait for the window, in link order.
+    """
 
     def __init__(
-        self, send: Send, target: Any, link: int, window: int, batch_size: int, encoded: bool
+        self,
+        send: Send,
+        target: Any,
+        link: int,
+        window: int,
+        batch_size: int,
+        encoded: bool,
+        epoch: int = 0,
     ) -> None:
         self.send = send
         self.target = target
@@ -35,35 +48,65 @@ class Outlet:
         self.window = window
         self.batch_size = batch_size
         self.encoded = encoded
+        self.epoch = epoch
         self.buf: list = []
+        self.born = 0.0  # when the oldest record in buf entered the cluster
+        self.sealed: deque = deque()
+        self.sealed_records = 0
         self.in_flight = 0
         self.seq = 0
         self.sent_records = 0
         self.sent_batches = 0
 
     @property
-    def full(self) -> bool:
-        """A whole batch is waiting for credit."""
-        return len(self.buf) >= self.batch_size
+    def backlog(self) -> int:
+        """Records waiting for credit."""
+        return len(self.buf) + self.sealed_records
+
+    def _cut(self) -> Any:
+        """The next batch from the front of buf, with the next sequence number."""
+        buf = self.buf
+        chunk = buf[: self.batch_size]
+        del buf[: self.batch_size]
+        self.seq += 1
+        born = self.born
+        if not buf:
+            self.born = 0.0
+        if self.encoded:
+            return EncodedBatch(self.link, self.seq, b"".join(chunk), len(chunk), self.epoch, born)
+        return Batch(self.link, self.seq, chunk, self.epoch, born)
+
+    def _transmit(self, msg: Any) -> None:
+        self.in_flight += 1
+        if msg.__class__ is not Barrier:
+            n = msg.count if self.encoded else len(msg.records)
+            self.sent_records += n
+            self.sent_batches += 1
+        self.send(self.target, msg)
 
     def pump(self) -> None:
-        """Send what the window allows."""
-        buf = self.buf
-        while buf and self.in_flight < self.window:
-            if self.in_flight and len(buf) < self.batch_size:
-                return  # wait for an ack or a full batch
-            chunk = buf[: self.batch_size]
-            del buf[: self.batch_size]
-            self.seq += 1
-            self.in_flight += 1
-            self.sent_records += len(chunk)
-            self.sent_batches += 1
-            if self.encoded:
-                self.send(
-                    self.target, EncodedBatch(self.link, self.seq, b"".join(chunk), len(chunk))
-                )
-            else:
-                self.send(self.target, Batch(self.link, self.seq, chunk))
+        """Send what the window allows: sealed messages first, then batches from buf."""
+        while self.in_flight < self.window:
+            if self.sealed:
+                msg = self.sealed.popleft()
+                if msg.__class__ is not Barrier:
+                    self.sealed_records -= msg.count if self.encoded else len(msg.records)
+                self._transmit(msg)
+                continue
+            buf = self.buf
+            if not buf or (self.in_flight and len(buf) < self.batch_size):
+                return  # nothing to send, or wait for an ack or a full batch
+            self._transmit(self._cut())
+
+    def barrier(self, checkpoint: int) -> None:
+        """Queue everything buffered, then a barrier for ``checkpoint``, in that order."""
+        while self.buf:
+            msg = self._cut()
+            self.sealed_records += msg.count if self.encoded else len(msg.records)
+            self.sealed.append(msg)
+        self.seq += 1
+        self.sealed.append(Barrier(self.link, self.seq, checkpoint, self.epoch))
+        self.pump()
 
     def acked(self) -> None:
         self.in_flight -= 1
@@ -148,12 +191,13 @@ def build_routes(
     batch_size: int,
     encoder_for: Callable[[tuple[int, int]], tuple[Callable[[Any], bytes], ErrorLog]],
     router_errors: ErrorLog,
+    epoch: int = 0,
 ) -> tuple[list, dict[int, Outlet]]:
     """Outlets and routes for a placed actor's ``routes``; outlets indexed by link id."""
     outlets: dict[int, Outlet] = {}
 
     def outlet(target: Any, encoded: bool = False) -> Outlet:
-        o = Outlet(send, target, len(outlets) + 1, window, batch_size, encoded)
+        o = Outlet(send, target, len(outlets) + 1, window, batch_size, encoded, epoch)
         outlets[o.link] = o
         return o
 

@@ -14,7 +14,7 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from actorflow.messages import Ack, EncodedBatch
+from actorflow.messages import Ack, CheckpointReached, EncodedBatch
 from actorflow.runtime.stage import StageActor
 
 log = logging.getLogger("actorflow.sink")
@@ -137,14 +137,31 @@ class SinkActor(StageActor):
             self.disconnect("closed by the receiver")
 
     def on_wakeup(self, payload: Any) -> None:
+        if self.retired:
+            return
         if payload == "reconnect":
             self.connect()
         elif payload == "write":
             self.write_pending = False
             self.flush()
 
+    def after_barrier(self, checkpoint: int) -> None:
+        """Everything before this checkpoint has reached this sink: tell the coordinator."""
+        assert self.config is not None
+        if self.config.coordinator is not None:
+            self.send(
+                self.config.coordinator,
+                CheckpointReached(checkpoint, self.epoch, self.stage_id, self.config.worker),
+            )
+
+    def retire(self, sender: Any) -> None:
+        if self.sock is not None:  # the replay will write what is held again
+            self.sock.close()
+            self.sock = None
+        super().retire(sender)
+
     def on_exit(self) -> None:
-        if self.sock is not None:
+        if getattr(self, "sock", None) is not None:
             try:
                 self.sock.setblocking(True)
                 self.sock.settimeout(1.0)

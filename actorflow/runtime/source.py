@@ -10,16 +10,26 @@ decoder rejects, closes that one connection with a logged error.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
+import time
 from datetime import timedelta
 from typing import Any
 
 from actorflow.api import Decoder, GenSourceConfig, TCPSourceConfig
 from actorflow.errors import FrameError
-from actorflow.messages import SourceStarted, StartSource
+from actorflow.messages import (
+    CheckpointReached,
+    SourceProgress,
+    SourceStarted,
+    StartCheckpoint,
+    StartSource,
+)
+from actorflow.resilience import read_offsets, write_offsets
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog
+from actorflow.wire import control_frame, is_control_start, read_control
 
 log = logging.getLogger("actorflow.source")
 
@@ -39,6 +49,13 @@ class FrameDecoder:
         self.peer = peer
         self.rest = b""
         self.bad_run = 0
+        self.frames = 0  # frames read, decodable or not (a replaying sender's offset)
+
+    @staticmethod
+    def _error(msg: str, records: list) -> FrameError:
+        err = FrameError(msg)
+        err.records = records  # type: ignore[attr-defined]  # decoded before the bad frame
+        return err
 
     def feed(self, data: bytes) -> list:
         buf = self.rest + data if self.rest else data
@@ -57,12 +74,13 @@ class FrameDecoder:
                     f"connection from {self.peer}: a frame announces {size} bytes, "
                     f"over the limit of {limit} (max_frame_size); closing it"
                 )
-                raise FrameError(msg)
+                raise self._error(msg, out)
             stop = pos + hl + size
             if stop > end:
                 break
             payload = buf[pos + hl : stop]
             pos = stop
+            self.frames += 1
             try:
                 append((None, decode(payload)))
                 self.bad_run = 0
@@ -74,7 +92,7 @@ class FrameDecoder:
                         f"connection from {self.peer}: {self.bad_run} frames in a row "
                         "could not be decoded; closing it as garbage"
                     )
-                    raise FrameError(msg) from exc
+                    raise self._error(msg, out) from exc
         self.rest = buf[pos:] if pos < end else b""
         return out
 
@@ -84,6 +102,9 @@ class _Connection:
         self.sock = sock
         self.peer = peer
         self.reader = reader
+        self.stream: str | None = None  # set by an acknowledged sender's hello
+        self.greeted = False  # the first bytes have been looked at
+        self.head = b""  # bytes of an incomplete hello
 
 
 class SourceActor(StageActor):
@@ -106,12 +127,89 @@ class SourceActor(StageActor):
         self.generating = False
         self.connections_total = 0
         self.frame_errors = 0
+        # Offsets: data frames taken per acknowledged stream, counted from the restored
+        # checkpoint; what each checkpoint covered; records from plain senders.
+        self.offsets: dict[str, int] = {}
+        self.offsets_at: dict[int, dict[str, int]] = {}
+        self.streams: dict[str, _Connection] = {}
+        self.plain = 0
+        self.plain_at: dict[int, int] = {}
+        self.plain_done = 0
+        self.generated = 0
+        files, restore = self.config.files, self.config.restore
+        if restore and files is not None:
+            path = files.offsets(self.stage_id, restore)
+            if not os.path.exists(path):
+                msg = f"checkpoint {restore}: the offsets file {path} is missing"
+                raise FileNotFoundError(msg)
+            self.offsets = read_offsets(path)
+            self.generated = self.offsets.get("", 0)
+            log.info(
+                "source %r: restored offsets of checkpoint %d: %s",
+                self.source_name,
+                restore,
+                self.offsets,
+            )
 
     def on_other(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, StartSource):
             self.send(sender, self.start())
+        elif isinstance(msg, StartCheckpoint):
+            if msg.epoch == self.epoch and not self.retired:
+                self.start_checkpoint(msg.checkpoint, sender)
         else:
             super().on_other(msg, sender)
+
+    # ---- checkpoints --------------------------------------------------------
+
+    def start_checkpoint(self, checkpoint: int, coordinator: Any) -> None:
+        """Record what this checkpoint covers, durably, then send its barrier."""
+        assert self.config is not None
+        offsets = dict(self.offsets)
+        if isinstance(self.source_config, GenSourceConfig):
+            offsets[""] = self.generated
+        if self.config.files is not None:
+            write_offsets(self.config.files.offsets(self.stage_id, checkpoint), offsets)
+        self.offsets_at[checkpoint] = offsets
+        self.plain_at[checkpoint] = self.plain
+        self.send(
+            coordinator, SourceProgress(self.stage_id, self.config.worker, checkpoint, self.plain)
+        )
+        self.checkpoints += 1
+        for o in self.outlets.values():
+            o.barrier(checkpoint)
+        if not self.outlets:
+            self.send(
+                coordinator,
+                CheckpointReached(checkpoint, self.epoch, self.stage_id, self.config.worker),
+            )
+
+    def on_checkpoint_done(self, checkpoint: int) -> None:
+        """Tell acknowledged senders what the cluster will never need again."""
+        offsets = self.offsets_at.pop(checkpoint, None)
+        for old in [c for c in self.offsets_at if c < checkpoint]:
+            del self.offsets_at[old]
+        self.plain_done = self.plain_at.pop(checkpoint, self.plain_done)
+        for old in [c for c in self.plain_at if c < checkpoint]:
+            del self.plain_at[old]
+        if offsets:
+            for stream, offset in offsets.items():
+                conn = self.streams.get(stream)
+                if conn is not None:
+                    self.tell_sender(conn, {"ack": offset})
+        if self.config is not None and self.config.files is not None:
+            self.config.files.forget_before(self.stage_id, checkpoint)
+
+    def unreplayable(self) -> int:
+        return self.plain - self.plain_done
+
+    def tell_sender(self, conn: _Connection, message: dict) -> None:
+        try:
+            conn.sock.send(control_frame(message))
+        except (BlockingIOError, InterruptedError):
+            pass  # a later acknowledgement supersedes this one
+        except OSError as exc:
+            self.close(conn, f"write failed: {exc}")
 
     def start(self) -> SourceStarted:
         assert self.config is not None
@@ -119,9 +217,13 @@ class SourceActor(StageActor):
         cfg = self.source_config
         if isinstance(cfg, GenSourceConfig):
             self.gen_value = cfg.gen.initial_value()
+            for _ in range(self.generated):  # replay: skip what the checkpoint covers
+                if self.gen_value is None:
+                    break
+                self.gen_value = cfg.gen.apply(self.gen_value)
             self.generating = True
             self.wakeupAfter(timedelta(0), "generate")
-            return SourceStarted(sid, worker, "generator")
+            return SourceStarted(sid, worker, "generator", epoch=self.epoch)
         assert isinstance(cfg, TCPSourceConfig)
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -136,12 +238,12 @@ class SourceActor(StageActor):
             sock.close()
             where = f"{cfg.host}:{cfg.port}"
             why = f"source {self.source_name!r} cannot listen on {where}: {exc.strerror or exc}"
-            return SourceStarted(sid, worker, None, why)
+            return SourceStarted(sid, worker, None, why, self.epoch)
         self.listener = sock
         host, port = sock.getsockname()[:2]
         self.refresh_watch()
         log.info("source %r listening on %s:%d", self.source_name, host, port)
-        return SourceStarted(sid, worker, f"{host}:{port}")
+        return SourceStarted(sid, worker, f"{host}:{port}", epoch=self.epoch)
 
     def refresh_watch(self) -> None:
         fds = [self.listener.fileno()] if self.listener is not None else []
@@ -194,20 +296,75 @@ class SourceActor(StageActor):
         if not data:
             self.close(conn, "closed by the sender")
             return
+        if not conn.greeted:
+            data = self.greet(conn, data)
+            if not data:
+                return
+        before = conn.reader.frames
+        failed = None
         try:
             records = conn.reader.feed(data)
         except FrameError as exc:
             self.frame_errors += 1
             log.error("source %r: %s", self.source_name, exc)
-            self.close(conn, None)
-            return
+            records, failed = exc.records, exc  # type: ignore[attr-defined]
+        frames = conn.reader.frames - before
+        if conn.stream is not None:
+            self.offsets[conn.stream] += frames
+        else:
+            self.plain += frames
         if records:
             self.records_in += len(records)
             self.batches_in += 1
-            self.emit(records)
+            self.emit(records, time.time())
+        if failed is not None:
+            self.close(conn, None)
+
+    def greet(self, conn: _Connection, data: bytes) -> bytes:
+        """Look at a connection's first bytes: a hello makes it an acknowledged stream.
+        Returns the data frames that follow (b"" while the hello is incomplete)."""
+        buf = conn.head + data
+        if not is_control_start(buf):
+            conn.greeted = True
+            return buf
+        try:
+            hello, end = read_control(buf)
+        except ValueError as exc:
+            log.error(
+                "source %r: connection from %s: %s; closing it", self.source_name, conn.peer, exc
+            )
+            self.close(conn, None)
+            return b""
+        if hello is None:
+            conn.head = buf
+            return b""
+        conn.greeted, conn.head = True, b""
+        stream = str(hello.get("stream", ""))
+        if not stream or stream in self.streams:
+            why = "names no stream" if not stream else f"stream {stream!r} is already connected"
+            log.error(
+                "source %r: connection from %s %s; closing it", self.source_name, conn.peer, why
+            )
+            self.tell_sender(conn, {"error": why})
+            self.close(conn, None)
+            return b""
+        conn.stream = stream
+        self.streams[stream] = conn
+        resume = self.offsets.setdefault(stream, 0)
+        log.info(
+            "source %r: stream %r from %s resumes at message %d",
+            self.source_name,
+            stream,
+            conn.peer,
+            resume,
+        )
+        self.tell_sender(conn, {"resume": resume})
+        return buf[end:]
 
     def close(self, conn: _Connection, why: str | None) -> None:
         self.conns.pop(conn.sock.fileno(), None)
+        if conn.stream is not None and self.streams.get(conn.stream) is conn:
+            del self.streams[conn.stream]
         if conn.reader.rest and why:
             why += f" ({len(conn.reader.rest)} bytes of an incomplete frame dropped)"
         try:
@@ -250,7 +407,8 @@ class SourceActor(StageActor):
                 value = None
         self.gen_value = value
         self.records_in += len(records)
-        self.emit(records)
+        self.generated += len(records)
+        self.emit(records, time.time())
         if value is None:
             self.generating = False
             log.info("source %r: generator finished", self.source_name)
@@ -258,9 +416,10 @@ class SourceActor(StageActor):
             self.wakeupAfter(timedelta(0), "generate")
 
     def on_exit(self) -> None:
-        for conn in list(self.conns.values()):
+        self.generating = False
+        for conn in list(getattr(self, "conns", {}).values()):
             self.close(conn, None)
-        if self.listener is not None:
+        if getattr(self, "listener", None) is not None:
             self.listener.close()
             self.listener = None
 
@@ -271,5 +430,7 @@ class SourceActor(StageActor):
             connections_total=getattr(self, "connections_total", 0),
             frame_errors=getattr(self, "frame_errors", 0),
             paused=getattr(self, "paused", False),
+            streams=dict(getattr(self, "offsets", {})),
+            unreplayable=getattr(self, "plain", 0),
         )
         return c

@@ -1,15 +1,23 @@
-"""The base of every placed actor: configuration, batches in, acknowledgements, status.
+"""The base of every placed actor: configuration, batches in, acknowledgements,
+checkpoint barriers, retirement and status.
 
 A stage acknowledges an input batch once it has handled it, unless one of its
-outlets holds a whole batch it may not send yet; then the acknowledgement
-waits until the outlet drains. Upstream windows are small, so every buffer on
-the way is bounded and a slow sink slows the source down.
+outlets holds a whole batch it may not send yet; then the acknowledgement waits
+until the outlet drains. Upstream windows are small, so every buffer on the way
+is bounded and a slow sink slows the source down.
+
+Checkpoints follow Chandy-Lamport with aligned barriers: when a barrier arrives
+on an input link, that link is held (its batches wait, unacknowledged) until the
+barrier has come on every input link; then the stage snapshots (``checkpoint``),
+sends the barrier on every outlet, and takes up the held batches.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
+from collections import deque
 from typing import Any
 
 from thespian.actors import (
@@ -25,10 +33,14 @@ from actorflow.api import Application
 from actorflow.loader import load_application
 from actorflow.messages import (
     Ack,
+    Barrier,
     Batch,
+    CheckpointDone,
     Configure,
     Configured,
     EncodedBatch,
+    Retire,
+    Retired,
     StageStatus,
     StatusQuery,
 )
@@ -39,6 +51,8 @@ WORKER_CAPABILITY = "actorflow.worker"  # the worker's name, for people
 WORKER_UID_CAPABILITY = "actorflow.worker_uid"  # this incarnation of the worker, for placement
 
 log = logging.getLogger("actorflow.stage")
+
+_DATA = (Batch, EncodedBatch, Barrier)
 
 
 class PlacedActor(Actor):
@@ -59,6 +73,7 @@ class StageActor(PlacedActor):
         super().__init__(*args, **kwargs)
         self.config: Configure | None = None
         self.app: Application | None = None
+        self.epoch = 0
         self.routes: list = []
         self.outlets: dict[int, Outlet] = {}
         self.deferred: list[tuple[Any, Ack]] = []
@@ -66,23 +81,30 @@ class StageActor(PlacedActor):
         self.batches_in = 0
         self.error_logs: list[ErrorLog] = []
         self.watch: list[int] = []
-        self.expected: dict[tuple[str, int], int] = {}  # next batch seq per incoming link
+        self.expected: dict[tuple[str, int], int] = {}  # next seq per incoming link
         self.early: dict[tuple[str, int], dict[int, Any]] = {}  # batches that overtook others
         self.reordered = 0
+        self.stale_dropped = 0
+        # checkpoint alignment
+        self.held: dict[tuple[str, int], deque] = {}  # links that delivered the barrier
+        self.aligning = 0
+        self.checkpoints = 0
+        self.retired = False
 
     # ---- dispatch ---------------------------------------------------------
 
     def receiveMessage(self, msg: Any, sender: Any) -> Any:  # noqa: N802
         try:
             cls = msg.__class__
-            if cls is Batch:
-                for m in self.in_order(msg, sender):
-                    self.on_batch(m, sender)
+            if cls in _DATA:
+                if msg.epoch != self.epoch or self.retired:
+                    self.stale_dropped += 1  # from an older placement: fenced off
+                else:
+                    link = (str(sender), msg.link)
+                    for m in self.in_order(link, msg):
+                        self.take(link, m, sender)
             elif cls is Ack:
                 self.on_ack(msg)
-            elif cls is EncodedBatch:
-                for m in self.in_order(msg, sender):
-                    self.on_encoded(m, sender)
             elif cls is WatchMessage:
                 self.on_watch(msg.ready)
             elif cls is WakeupMessage:
@@ -91,11 +113,18 @@ class StageActor(PlacedActor):
                 self.send(sender, self.configure(msg))
             elif cls is StatusQuery:
                 self.send(sender, self.status())
+            elif cls is CheckpointDone:
+                if msg.epoch == self.epoch:
+                    self.on_checkpoint_done(msg.checkpoint)
+            elif cls is Retire:
+                self.retire(sender)
             elif isinstance(msg, ActorExitRequest):
                 self.on_exit()
                 return None
             elif isinstance(msg, PoisonMessage):
-                log.error("%s: a message could not be delivered: %r", self.name, msg.poisonMessage)
+                log.warning(
+                    "%s: a message could not be delivered: %r", self.name, msg.poisonMessage
+                )
             else:
                 self.on_other(msg, sender)
         except Exception:
@@ -115,25 +144,36 @@ class StageActor(PlacedActor):
             return f"{self.kind} (not configured)"
         return f"{self.config.stage.stage.id}@{self.config.worker}"
 
+    @property
+    def stage_id(self) -> str:
+        return self.config.stage.stage.id if self.config else "?"
+
     def configure(self, cfg: Configure) -> Configured:
         stage_id = cfg.stage.stage.id
         try:
             self.config = cfg
+            self.epoch = cfg.epoch
             self.app = load_application(cfg.app_path, cfg.app_args)
             s = cfg.settings
             router_errors = ErrorLog(
                 f"{cfg.stage.stage.name} (partition routing)", s.error_log_limit
             )
             self.routes, self.outlets = build_routes(
-                cfg.routes, self.send, s.window, s.batch_size, self._encoder_for, router_errors
+                cfg.routes,
+                self.send,
+                s.window,
+                s.batch_size,
+                self._encoder_for,
+                router_errors,
+                cfg.epoch,
             )
             self.error_logs.append(router_errors)
             self.setup()
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
             log.error("%s: configuration failed: %s", stage_id, traceback.format_exc())
-            return Configured(stage_id, cfg.worker, detail)
-        return Configured(stage_id, cfg.worker)
+            return Configured(stage_id, cfg.worker, detail, cfg.epoch)
+        return Configured(stage_id, cfg.worker, epoch=cfg.epoch)
 
     def _encoder_for(self, sink: tuple[int, int]) -> tuple[Any, ErrorLog]:
         assert self.app is not None and self.config is not None
@@ -144,18 +184,17 @@ class StageActor(PlacedActor):
         return cfg.encoder.func, errors
 
     def setup(self) -> None:
-        """Subclasses prepare their user functions here."""
+        """Subclasses prepare their user functions (and restore checkpoints) here."""
 
     # ---- data path --------------------------------------------------------
 
-    def in_order(self, msg: Any, sender: Any) -> list:
-        """The batches that can be handled now, in sequence order.
+    def in_order(self, link: tuple[str, int], msg: Any) -> list:
+        """The messages of ``link`` that can be handled now, in sequence order.
 
         Thespian may deliver the batches in flight on a link out of order (a
         retried transmit overtakes); per-key order needs them in order. At most
         a window's worth waits here.
         """
-        link = (str(sender), msg.link)
         expected = self.expected.get(link, 1)
         if msg.seq != expected:
             if msg.seq > expected:
@@ -173,25 +212,72 @@ class StageActor(PlacedActor):
         self.expected[link] = expected
         return ready
 
-    def emit(self, records: list) -> None:
+    def take(self, link: tuple[str, int], msg: Any, sender: Any) -> None:
+        """Handle one in-order message of a link, or hold it while aligning a barrier."""
+        held = self.held.get(link)
+        if held is not None:
+            held.append((msg, sender))
+            return
+        if msg.__class__ is Barrier:
+            self.send(sender, Ack(msg.link, msg.seq))
+            self.on_barrier(link, msg.checkpoint)
+        elif msg.__class__ is Batch:
+            self.on_batch(msg, sender)
+        else:
+            self.on_encoded(msg, sender)
+
+    def on_barrier(self, link: tuple[str, int], checkpoint: int) -> None:
+        assert self.config is not None
+        self.held[link] = deque()
+        self.aligning = checkpoint
+        if len(self.held) < self.config.inputs:
+            return
+        # The barrier came on every input: everything before it is in our state.
+        self.checkpoint(checkpoint)
+        self.checkpoints += 1
+        for o in self.outlets.values():
+            o.barrier(checkpoint)
+        self.after_barrier(checkpoint)
+        self.aligning = 0
+        held, self.held = self.held, {}
+        for hlink, queue in held.items():
+            while queue:
+                msg, sender = queue.popleft()
+                self.take(hlink, msg, sender)
+
+    def checkpoint(self, checkpoint: int) -> None:
+        """Subclasses with state write it for ``checkpoint`` here (durably)."""
+
+    def after_barrier(self, checkpoint: int) -> None:
+        """Sinks report the barrier here."""
+
+    def on_checkpoint_done(self, checkpoint: int) -> None:
+        """Checkpoint ``checkpoint`` is complete everywhere: older files may go."""
+
+    def emit(self, records: list, born: float = 0.0) -> None:
         """Hand records to every route and send what the windows allow."""
         if records:
             for r in self.routes:
                 r.emit(records)
         for o in self.outlets.values():
             if o.buf:
+                if born and (not o.born or born < o.born):
+                    o.born = born
                 o.pump()
 
     def backlogged(self) -> bool:
         for o in self.outlets.values():
-            if len(o.buf) >= o.batch_size:
+            if o.backlog >= o.batch_size:
                 return True
         return False
 
     def on_batch(self, msg: Batch, sender: Any) -> None:
         self.batches_in += 1
         self.records_in += len(msg.records)
-        self.emit(self.process(msg.records))
+        started = time.monotonic()
+        out = self.process(msg.records)
+        self.processed(msg.records, time.monotonic() - started)
+        self.emit(out, msg.born)
         ack = Ack(msg.link, msg.seq)
         if self.backlogged():
             self.deferred.append((sender, ack))
@@ -201,6 +287,9 @@ class StageActor(PlacedActor):
     def process(self, records: list) -> list:
         """Subclasses turn input records into output records."""
         return records
+
+    def processed(self, records: list, seconds: float) -> None:
+        """Hook for per-step measurements (metrics)."""
 
     def on_ack(self, msg: Ack) -> None:
         o = self.outlets.get(msg.link)
@@ -228,6 +317,22 @@ class StageActor(PlacedActor):
     def on_other(self, msg: Any, sender: Any) -> None:
         log.warning("%s: unexpected message %r", self.name, msg)
 
+    # ---- end of life ------------------------------------------------------
+
+    def retire(self, sender: Any) -> None:
+        """A newer placement replaces this actor: stop, close sockets, answer, exit."""
+        self.retired = True
+        self.on_exit()
+        self.watch = []
+        self.send(
+            sender,
+            Retired(self.stage_id, self.config.worker if self.config else "?", self.unreplayable()),
+        )
+        self.send(self.myAddress, ActorExitRequest())
+
+    def unreplayable(self) -> int:
+        return 0
+
     def on_exit(self) -> None:
         pass
 
@@ -240,12 +345,13 @@ class StageActor(PlacedActor):
             "records_out": sum(o.sent_records for o in self.outlets.values()),
             "batches_out": sum(o.sent_batches for o in self.outlets.values()),
             "errors": sum(e.count for e in self.error_logs),
-            "buffered": sum(len(o.buf) for o in self.outlets.values()),
+            "buffered": sum(o.backlog for o in self.outlets.values()),
             "held_acks": len(self.deferred),
             "reordered": self.reordered,
+            "checkpoints": self.checkpoints,
+            "epoch": self.epoch,
         }
 
     def status(self) -> StageStatus:
-        stage_id = self.config.stage.stage.id if self.config else "?"
         worker = self.config.worker if self.config else "?"
-        return StageStatus(stage_id, worker, self.kind, self.counters())
+        return StageStatus(self.stage_id, worker, self.kind, self.counters())

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 from actorflow.api import StateComputation
+from actorflow.resilience import read_snapshot, write_snapshot
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog, KeyedState, run_ops, stateless_ops
+
+log = logging.getLogger("actorflow.state")
 
 
 class ChainActor(StageActor):
@@ -34,7 +40,12 @@ class RouterActor(ChainActor):
 
 
 class StateActor(StageActor):
-    """Runs one state computation for the partitions this worker owns."""
+    """Runs one state computation for the partitions this worker owns.
+
+    At each checkpoint barrier it writes its per-key state to the resilience folder
+    (atomically, before the barrier goes on); a new placement restores it from the
+    last completed checkpoint.
+    """
 
     kind = "state"
 
@@ -45,6 +56,28 @@ class StateActor(StageActor):
         errors = ErrorLog(st.name, self.config.settings.error_log_limit)
         self.error_logs.append(errors)
         self.state = KeyedState(st.spec, errors)
+        files, restore = self.config.files, self.config.restore
+        if restore and files is not None:
+            path = files.snapshot(self.stage_id, restore)
+            if not os.path.exists(path):
+                msg = f"checkpoint {restore}: the state file {path} is missing"
+                raise FileNotFoundError(msg)
+            self.state.states = read_snapshot(path)
+            log.info(
+                "%s: restored %d keys from checkpoint %d",
+                self.name,
+                len(self.state.states),
+                restore,
+            )
+
+    def checkpoint(self, checkpoint: int) -> None:
+        files = self.config.files if self.config else None
+        if files is not None:
+            write_snapshot(files.snapshot(self.stage_id, checkpoint), self.state.states)
+
+    def on_checkpoint_done(self, checkpoint: int) -> None:
+        if self.config is not None and self.config.files is not None:
+            self.config.files.forget_before(self.stage_id, checkpoint)
 
     def process(self, records: list) -> list:
         return self.state.apply(records)

@@ -1,14 +1,24 @@
-"""The topology actor: compiles the app, places actor groups on workers, starts sources.
+"""The topology actor: gathers the workers, places actor groups on them, coordinates
+checkpoints, notices lost workers and re-places the cluster when they come back.
 
-It lives on the initializer. After start-up it only answers status queries:
-records never pass through it.
+It lives on the initializer. Records never pass through it: after start-up it
+only starts checkpoints, answers status queries and watches the workers.
+
+Recovery is a rollback of the whole placement to the last completed checkpoint:
+the actors of the old placement are retired (or are gone with their worker), a
+new placement with a higher epoch is created, state actors load their snapshots,
+sources load their offsets, and replaying senders resume from there. Batches of
+an older epoch are dropped wherever they arrive, so nothing of an old placement
+goes on processing beside the new one.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import traceback
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +34,8 @@ from actorflow.api import GenSourceConfig
 from actorflow.loader import load_application
 from actorflow.messages import (
     BuildCluster,
+    CheckpointDone,
+    CheckpointReached,
     ClusterFailed,
     ClusterReady,
     ClusterStatus,
@@ -31,16 +43,24 @@ from actorflow.messages import (
     Configured,
     JoinCluster,
     JoinRefused,
+    Retire,
+    Retired,
+    ShutdownCluster,
+    ShutdownDone,
+    SourceProgress,
     SourceStarted,
     StageStatus,
+    StartCheckpoint,
     StartSource,
     StatusQuery,
+    StopWorker,
     WorkerInfo,
 )
-from actorflow.plan import Placement, Plan, compile_plan, describe, place, wire
+from actorflow.plan import Placement, Plan, compile_plan, describe, fan_in, place, wire
+from actorflow.resilience import ClusterState, WorkerFiles, stale_hint, write_state
 from actorflow.runtime.sink import SinkActor
 from actorflow.runtime.source import SourceActor
-from actorflow.runtime.stage import WORKER_UID_CAPABILITY, PlacedActor
+from actorflow.runtime.stage import WORKER_CAPABILITY, WORKER_UID_CAPABILITY, PlacedActor
 from actorflow.runtime.step import ChainActor, RouterActor, StateActor
 
 log = logging.getLogger("actorflow.topology")
@@ -54,62 +74,107 @@ ACTOR_CLASSES = {
 }
 
 STATUS_TIMEOUT = timedelta(seconds=2)
+RETIRE_TIMEOUT = timedelta(seconds=3)
+PROBE_EVERY = timedelta(milliseconds=500)
+PROBE_MISSES = 2  # failed probes in a row before a worker counts as lost
+PLACE_TIMEOUT = timedelta(seconds=20)
+
+
+def probe(control: str) -> bool:
+    """True if the worker's admin accepts a TCP connection on its control address."""
+    host, _, port = control.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=0.3).close()
+    except OSError:
+        return False
+    return True
 
 
 class TopologyActor(PlacedActor):
-    """Gathers the workers, places the app on them, and answers status queries."""
+    """Gathers the workers, places the app, coordinates checkpoints and recovery."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.requester: Any = None
         self.request: BuildCluster | None = None
-        self.joiners: dict[str, tuple[JoinCluster, Any]] = {}  # name -> (request, reply address)
-        self.registered: set[str] = set()  # worker uids whose admin joined the convention
+        self.requester: Any = None
+        self.waiting: list[Any] = []  # joined workers' commands waiting for ClusterReady
+        self.cluster_id = ""
+        self.members: dict[str, WorkerInfo] = {}  # current incarnation of each worker
+        self.order: list[str] = []  # worker names in placement order (fixed once placed)
+        self.registered: dict[str, str] = {}  # uid -> worker name, from the convention
         self.subscribed = False
         self.plan: Plan | None = None
         self.placement: Placement | None = None
         self.addresses: dict[tuple[str, str], Any] = {}
+        self.old: dict[tuple[str, str], Any] = {}  # actors of the placement being replaced
+        self.dead_workers: set[str] = set()  # their old actors died with them
         self.configuring: set[tuple[str, str]] = set()
         self.starting: set[tuple[str, str]] = set()
         self.listening: dict[str, list[str]] = {}
-        self.state = "idle"  # idle | gathering | configuring | starting | running | failed
+        self.state = "idle"  # idle|gathering|retiring|configuring|starting|running|recovering
+        self.epoch = 0
+        self.checkpoint = 0  # last completed
+        self.next_checkpoint = 0
+        self.pending: int | None = None  # checkpoint under way
+        self.pending_since = 0.0
+        self.reached: set[tuple[str, str]] = set()
+        self.progress: dict[tuple[str, str], tuple[int, int]] = {}  # source -> (cp, plain)
+        self.possibly_lost = 0
+        self.lost: set[str] = set()
+        self.misses: dict[str, int] = {}
+        self.shutdown_waiters: list[Any] = []
         self.started_at = 0.0
-        self.workers: tuple[WorkerInfo, ...] = ()
+        self.placed_at = 0.0
+        self.recoveries = 0
         self.status_waiters: list[Any] = []
         self.status_replies: dict[tuple[str, str], dict] = {}
         self.status_round = 0
+        self.retire_round = 0
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
         if not self.subscribed:
             self.subscribed = True
             self.notifyOnSystemRegistrationChanges(True)
         try:
-            if isinstance(msg, BuildCluster):
-                self.on_build(msg, sender)
-            elif isinstance(msg, JoinCluster):
-                self.on_join(msg, sender)
-            elif isinstance(msg, ActorSystemConventionUpdate):
-                self.on_convention_update(msg)
-            elif isinstance(msg, Configured):
-                self.on_configured(msg)
-            elif isinstance(msg, SourceStarted):
-                self.on_source_started(msg)
-            elif isinstance(msg, StatusQuery):
-                self.on_status_query(sender)
-            elif isinstance(msg, StageStatus):
-                self.on_stage_status(msg)
-            elif isinstance(msg, WakeupMessage):
-                if msg.payload == ("status", self.status_round):
-                    self.answer_status()
-            elif isinstance(msg, PoisonMessage):
-                self.fail(f"a placement message could not be delivered: {msg.poisonMessage!r}")
-            elif isinstance(msg, ChildActorExited):
-                if self.state in ("configuring", "starting", "running"):
-                    log.info("topology: actor %s exited", msg.childAddress)
-            elif isinstance(msg, ActorExitRequest):
-                pass
+            self.dispatch(msg, sender)
         except Exception:
             self.fail(f"topology actor error: {traceback.format_exc()}")
+
+    def dispatch(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, CheckpointReached):
+            self.on_checkpoint_reached(msg)
+        elif isinstance(msg, SourceProgress):
+            self.progress[(msg.stage_id, msg.worker)] = (msg.checkpoint, msg.unreplayable)
+        elif isinstance(msg, WakeupMessage):
+            self.on_wakeup(msg.payload)
+        elif isinstance(msg, BuildCluster):
+            self.on_build(msg, sender)
+        elif isinstance(msg, JoinCluster):
+            self.on_join(msg, sender)
+        elif isinstance(msg, ActorSystemConventionUpdate):
+            self.on_convention_update(msg)
+        elif isinstance(msg, Configured):
+            if self.current(msg, sender):
+                self.on_configured(msg)
+        elif isinstance(msg, SourceStarted):
+            if self.current(msg, sender):
+                self.on_source_started(msg)
+        elif isinstance(msg, Retired):
+            self.on_retired(msg)
+        elif isinstance(msg, StatusQuery):
+            self.on_status_query(sender)
+        elif isinstance(msg, StageStatus):
+            self.on_stage_status(msg)
+        elif isinstance(msg, ShutdownCluster):
+            self.on_shutdown(sender)
+        elif isinstance(msg, PoisonMessage):
+            log.warning("topology: a message could not be delivered: %r", msg.poisonMessage)
+        elif isinstance(msg, ChildActorExited | ActorExitRequest):
+            pass
+
+    def current(self, msg: Any, sender: Any) -> bool:
+        """True if ``msg`` comes from an actor of the current placement."""
+        return msg.epoch == self.epoch and (msg.stage_id, msg.worker) in self.addresses
 
     # ---- gathering the workers ----------------------------------------------
 
@@ -119,81 +184,171 @@ class TopologyActor(PlacedActor):
             return
         self.request = msg
         self.requester = sender
-        self.registered.add(msg.initializer.uid)  # our own admin
-        self.state = "gathering"
+        self.registered[msg.initializer.uid] = msg.initializer.name  # our own admin
         self.started_at = time.monotonic()
-        # Workers that came before the initializer's request are checked now.
-        early, self.joiners = list(self.joiners.values()), {}
+        self.state = "gathering"
+        resume: ClusterState | None = msg.resume
+        if resume is not None:
+            self.cluster_id = resume.cluster_id
+            self.epoch = resume.epoch
+            self.checkpoint = self.next_checkpoint = resume.checkpoint
+            self.order = list(resume.workers)
+            self.old = dict(resume.addresses.get("actors", {}))
+            self.dead_workers = {msg.initializer.name}  # our old actors died with us
+            for name, info in resume.addresses.get("members", {}).items():
+                if name != msg.initializer.name:
+                    self.members[name] = info  # present once its admin registers again
+            log.info(
+                "topology: resuming cluster %s from checkpoint %d (epoch %d); waiting for %s",
+                self.cluster_id,
+                self.checkpoint,
+                self.epoch,
+                ", ".join(self.order),
+            )
+        else:
+            self.cluster_id = uuid.uuid4().hex
+        self.members[msg.initializer.name] = msg.initializer
+        early, self.waiting = list(self.waiting), []
         for join, reply_to in early:
             self.on_join(join, reply_to)
         self.maybe_place()
 
-    def refusal(self, join: JoinCluster) -> str | None:
-        """Why this worker cannot join, or None."""
-        req = self.request
-        name = join.worker.name
-        if self.state not in ("idle", "gathering"):
-            return f"the cluster is already running with its {len(self.workers)} workers"
-        if name in self.joiners or (req is not None and name == req.initializer.name):
-            return f"worker name {name!r} is already taken in this cluster"
+    def refusal(self, join: JoinCluster) -> tuple[str, bool] | None:
+        """Why this worker cannot join (and whether its files are stale), or None."""
+        req, info = self.request, join.worker
         if req is None:
             return None
         if join.worker_count != req.worker_count:
             return (
                 f"worker-count mismatch: this worker says --worker-count {join.worker_count}, "
-                f"the initializer {req.initializer.name!r} says {req.worker_count}"
+                f"the initializer {req.initializer.name!r} says {req.worker_count}",
+                False,
             )
-        if 1 + len(self.joiners) >= req.worker_count:
-            return f"the cluster already has its {req.worker_count} workers (--worker-count)"
+        if info.cluster_id is not None and info.cluster_id != self.cluster_id:
+            return (f"its resilience files belong to another cluster ({info.cluster_id})", True)
+        known = info.name in self.order
+        if info.cluster_id is not None:
+            if not known:
+                return (f"worker {info.name!r} is not a member of cluster {self.cluster_id}", True)
+            return None  # a member restarting from its files
+        if self.order:  # placed before (or resuming): only members with their files
+            if known:
+                return (
+                    f"worker {info.name!r} belongs to cluster {self.cluster_id} and must "
+                    "restart from its resilience files, but has none in its --resilience-dir",
+                    False,
+                )
+            return (f"the cluster is already running with its {len(self.order)} workers", False)
+        if info.name in self.members:
+            return (f"worker name {info.name!r} is already taken in this cluster", False)
+        if len(self.members) >= req.worker_count:
+            return (
+                f"the cluster already has its {req.worker_count} workers (--worker-count)",
+                False,
+            )
         return None
 
     def on_join(self, msg: JoinCluster, sender: Any) -> None:
+        if self.request is None:
+            self.waiting.append((msg, sender))  # checked when the initializer asks
+            return
         info = msg.worker
         why = self.refusal(msg)
         if why:
-            log.warning("topology: refusing worker %r: %s", info.name, why)
-            self.send(sender, JoinRefused(why))
+            log.warning("topology: refusing worker %r: %s", info.name, why[0])
+            self.send(sender, JoinRefused(why[0], why[1]))
+            req = self.request
+            if self.state == "gathering" and req.resume is not None and info.cluster_id is None:
+                # A worker without files joins a cluster that restarts from files: the
+                # user means a new cluster, and the initializer's files are stale.
+                self.fail(
+                    f"worker {info.name!r} has no resilience files, but this initializer "
+                    f"restarts cluster {self.cluster_id} from its own: "
+                    + stale_hint(req.files.folder, req.files.existing())
+                )
             return
-        self.joiners[info.name] = (msg, sender)
-        log.info("topology: worker %r joined", info.name)
+        rejoin = info.name in self.order
+        self.members[info.name] = info
+        self.waiting.append((msg, sender))
+        log.info("topology: worker %r %s", info.name, "rejoined" if rejoin else "joined")
+        if rejoin:
+            # Its old actors died with it; whatever runs elsewhere must roll back.
+            self.dead_workers.add(info.name)
+            if self.state in ("running", "recovering", "retiring", "configuring", "starting"):
+                self.lost.discard(info.name)
+                self.begin_recovery(f"worker {info.name!r} restarted")
+                return
         self.maybe_place()
 
     def on_convention_update(self, msg: ActorSystemConventionUpdate) -> None:
-        uid = (msg.remoteCapabilities or {}).get(WORKER_UID_CAPABILITY)
+        caps = msg.remoteCapabilities or {}
+        uid = caps.get(WORKER_UID_CAPABILITY)
         if uid is None:
             return
         if msg.remoteAdded:
-            self.registered.add(uid)
+            self.registered[uid] = caps.get(WORKER_CAPABILITY, "?")
         else:
-            self.registered.discard(uid)
-            for name, (join, _) in list(self.joiners.items()):
-                if join.worker.uid == uid and self.state == "gathering":
-                    log.warning("topology: worker %r left before the cluster started", name)
-                    del self.joiners[name]
+            self.registered.pop(uid, None)
+            if self.state == "gathering" and not self.order:
+                for name, info in list(self.members.items()):
+                    if info.uid == uid and self.request and name != self.request.initializer.name:
+                        log.warning("topology: worker %r left before the cluster started", name)
+                        del self.members[name]
         self.maybe_place()
 
     def maybe_place(self) -> None:
         req = self.request
-        if self.state != "gathering" or req is None:
+        if req is None or self.state not in ("gathering", "recovering"):
             return
-        workers = [req.initializer] + sorted(
-            (join.worker for join, _ in self.joiners.values()), key=lambda w: w.name
+        names = self.order or [req.initializer.name] + sorted(
+            n for n in self.members if n != req.initializer.name
         )
-        if len(workers) < req.worker_count:
-            log.info("topology: %d of %d workers here; waiting", len(workers), req.worker_count)
+        missing = [n for n in names if n not in self.members or n in self.lost]
+        if len(names) < req.worker_count or missing:
+            waiting_for = missing or [f"{req.worker_count - len(names)} more"]
+            log.info("topology: waiting for worker(s) %s", ", ".join(waiting_for))
             return
-        if any(w.uid not in self.registered for w in workers):
+        if any(self.members[n].uid not in self.registered for n in names):
             return  # a worker's admin has not joined the convention yet
-        self.build(req, tuple(workers))
+        self.order = names
+        self.place_all()
 
-    # ---- building ---------------------------------------------------------
+    # ---- placing ------------------------------------------------------------
 
-    def build(self, req: BuildCluster, workers: tuple[WorkerInfo, ...]) -> None:
-        self.workers = workers
+    def place_all(self) -> None:
+        """Retire the previous placement (if any), then place the app anew."""
+        self.epoch += 1
+        self.pending = None
+        self.reached.clear()
+        self.retire_round += 1
+        alive = {key: addr for key, addr in self.old.items() if key[1] not in self.dead_workers}
+        self.old = {}
+        self.dead_workers = set()
+        if alive:
+            self.state = "retiring"
+            self.retiring = set(alive)
+            for addr in alive.values():
+                self.send(addr, Retire(self.epoch))
+            self.wakeupAfter(RETIRE_TIMEOUT, ("retire", self.retire_round))
+        else:
+            self.create_placement()
+
+    def on_retired(self, msg: Retired) -> None:
+        self.possibly_lost += msg.unreplayable
+        if self.state != "retiring":
+            return
+        self.retiring.discard((msg.stage_id, msg.worker))
+        if not self.retiring:
+            self.create_placement()
+
+    def create_placement(self) -> None:
+        req = self.request
+        assert req is not None
+        self.state = "configuring"
+        self.placed_at = time.monotonic()
         app = load_application(req.app_path, req.initializer.app_args)
         self.plan = plan = compile_plan(app)
-        names = [w.name for w in workers]
-        with_sources = [w.name for w in workers if w.has_sources]
+        with_sources = [n for n in self.order if self.members[n].has_sources]
         tcp_sources = {
             st.name: with_sources
             for st in plan.stages
@@ -201,32 +356,59 @@ class TopologyActor(PlacedActor):
             and not isinstance(app.stage(st.app_stages[0]).spec[1], GenSourceConfig)
         }
         self.placement = placement = place(
-            plan, app, names, tcp_sources, partitions=req.settings.partitions
+            plan, app, self.order, tcp_sources, partitions=req.settings.partitions
         )
-        info = {w.name: w for w in workers}
+        self.addresses = {}
         for p in placement.placed:
-            cls = ACTOR_CLASSES[p.stage.kind]
-            where = {"worker_uid": info[p.worker].uid}
-            self.addresses[(p.id, p.worker)] = self.createActor(cls, targetActorRequirements=where)
+            where = {"worker_uid": self.members[p.worker].uid}
+            self.addresses[(p.id, p.worker)] = self.createActor(
+                ACTOR_CLASSES[p.stage.kind], targetActorRequirements=where
+            )
         routes = wire(plan, placement, self.addresses)
-        self.state = "configuring"
+        inputs = fan_in(plan, placement)
+        self.configuring = set()
+        self.listening = {}
+        app_name = app.name
         for p in placement.placed:
             key = (p.id, p.worker)
+            info = self.members[p.worker]
+            files = WorkerFiles(info.resilience_dir, app_name, p.worker)
             self.configuring.add(key)
-            args = info[p.worker].app_args
-            cfg = Configure(req.app_path, args, p.worker, p, routes[key], req.settings)
+            cfg = Configure(
+                req.app_path,
+                info.app_args,
+                p.worker,
+                p,
+                routes[key],
+                req.settings,
+                epoch=self.epoch,
+                inputs=inputs[key],
+                restore=self.checkpoint,
+                files=files,
+                coordinator=self.myAddress,
+            )
             self.send(self.addresses[key], cfg)
-        log.info("topology: placing %d actors on %d workers", len(placement.placed), len(names))
+        self.wakeupAfter(PLACE_TIMEOUT, ("placing", self.epoch))
+        log.info(
+            "topology: placing %d actors on %d workers (epoch %d%s)",
+            len(placement.placed),
+            len(self.order),
+            self.epoch,
+            f", from checkpoint {self.checkpoint}" if self.checkpoint else "",
+        )
 
     def on_configured(self, msg: Configured) -> None:
+        if self.state != "configuring" or (msg.stage_id, msg.worker) not in self.configuring:
+            return
         if msg.error:
             self.fail(f"stage {msg.stage_id} on worker {msg.worker}: {msg.error}")
             return
         self.configuring.discard((msg.stage_id, msg.worker))
-        if self.configuring or self.state != "configuring":
+        if self.configuring:
             return
         assert self.placement is not None
         self.state = "starting"
+        self.starting = set()
         for p in self.placement.placed:
             if p.stage.kind == "source":
                 key = (p.id, p.worker)
@@ -236,31 +418,72 @@ class TopologyActor(PlacedActor):
             self.ready()
 
     def on_source_started(self, msg: SourceStarted) -> None:
+        if self.state != "starting":
+            return
         if msg.error:
             self.fail(f"worker {msg.worker}: {msg.error}")
             return
         self.starting.discard((msg.stage_id, msg.worker))
         self.listening.setdefault(msg.worker, []).append(msg.address or "")
-        if not self.starting and self.state == "starting":
+        if not self.starting:
             self.ready()
 
-    def reply_all(self, msg: Any) -> None:
-        """Answer the initializer's and every joined worker's command."""
-        if self.requester is not None:
-            self.send(self.requester, msg)
-        for _, reply_to in self.joiners.values():
-            self.send(reply_to, msg)
-
     def ready(self) -> None:
+        req = self.request
+        assert req is not None
+        first = self.recoveries == 0 and not req.resume
         self.state = "running"
-        took = time.monotonic() - self.started_at
-        log.info("topology: cluster running (%.2f s to gather, place and start)", took)
-        self.reply_all(ClusterReady(self.summary()))
+        self.misses = {}
+        self.save()
+        took = time.monotonic() - (self.started_at if first else self.placed_at)
+        log.info(
+            "topology: cluster running (epoch %d, %.2f s to %s)",
+            self.epoch,
+            took,
+            "gather, place and start" if first else "place and start",
+        )
+        if self.possibly_lost:
+            log.warning(
+                "topology: up to %d records from senders that cannot replay may have been "
+                "lost in the rollback (use a replaying sender: actorflow send --acked)",
+                self.possibly_lost,
+            )
+        ready = ClusterReady(
+            self.summary(),
+            self.cluster_id,
+            tuple((n, self.members[n].control) for n in self.order),
+        )
+        if self.requester is not None:
+            self.send(self.requester, ready)
+            self.requester = None
+        waiting, self.waiting = self.waiting, []
+        for _, reply_to in waiting:
+            self.send(reply_to, ready)
+        self.schedule_checkpoint()
+        self.wakeupAfter(PROBE_EVERY, ("probe", self.epoch))
+
+    def save(self) -> None:
+        """Persist what a restarted initializer needs: checkpoint, epoch, members, actors."""
+        req = self.request
+        if req is None or req.files is None:
+            return
+        state = ClusterState(
+            self.cluster_id,
+            self.checkpoint,
+            self.epoch,
+            list(self.order),
+            {"actors": dict(self.addresses), "members": dict(self.members)},
+        )
+        write_state(req.files, state)
 
     def fail(self, reason: str) -> None:
         log.error("topology: %s", reason)
         if self.state != "failed":
-            self.reply_all(ClusterFailed(reason))
+            failed = ClusterFailed(reason)
+            if self.requester is not None:
+                self.send(self.requester, failed)
+            for _, reply_to in self.waiting:
+                self.send(reply_to, failed)
         self.state = "failed"
 
     def summary(self) -> dict:
@@ -268,6 +491,137 @@ class TopologyActor(PlacedActor):
         d = describe(self.plan, self.placement)
         d["sources"] = self.listening
         return d
+
+    # ---- checkpoints ------------------------------------------------------------
+
+    def schedule_checkpoint(self) -> None:
+        req = self.request
+        if req is not None and req.settings.checkpoint_every > 0:
+            every = timedelta(seconds=req.settings.checkpoint_every)
+            self.wakeupAfter(every, ("checkpoint", self.epoch))
+
+    def start_checkpoint(self) -> None:
+        assert self.placement is not None
+        sources = [p for p in self.placement.placed if p.stage.kind == "source"]
+        if self.state != "running" or self.pending is not None or not sources:
+            return
+        self.next_checkpoint = max(self.next_checkpoint, self.checkpoint) + 1
+        self.pending = self.next_checkpoint
+        self.pending_since = time.monotonic()
+        self.reached = set()
+        for p in sources:
+            self.send(self.addresses[(p.id, p.worker)], StartCheckpoint(self.pending, self.epoch))
+
+    def on_checkpoint_reached(self, msg: CheckpointReached) -> None:
+        if msg.epoch != self.epoch or msg.checkpoint != self.pending:
+            return
+        assert self.placement is not None
+        self.reached.add((msg.stage_id, msg.worker))
+        ends = {(p.id, p.worker) for p in self.placement.placed if p.stage.kind == "sink"}
+        if not ends <= self.reached:
+            return
+        self.checkpoint = msg.checkpoint
+        self.pending = None
+        self.save()
+        took = time.monotonic() - self.pending_since
+        log.debug("topology: checkpoint %d complete in %.3f s", self.checkpoint, took)
+        done = CheckpointDone(self.checkpoint, self.epoch)
+        for p in self.placement.placed:
+            if p.stage.kind in ("source", "state"):
+                self.send(self.addresses[(p.id, p.worker)], done)
+        if self.shutdown_waiters:
+            self.finish_shutdown()
+
+    # ---- watching the workers -----------------------------------------------
+
+    def on_wakeup(self, payload: Any) -> None:
+        if not isinstance(payload, tuple):
+            return
+        what, round_ = payload[0], payload[1]
+        if what == "status" and round_ == self.status_round:
+            self.answer_status()
+        elif what == "retire" and round_ == self.retire_round and self.state == "retiring":
+            log.warning(
+                "topology: %d old actors did not answer Retire; epochs fence them",
+                len(self.retiring),
+            )
+            self.create_placement()
+        elif what == "checkpoint" and round_ == self.epoch and self.state == "running":
+            self.start_checkpoint()
+            self.schedule_checkpoint()
+        elif what == "probe" and round_ == self.epoch and self.state == "running":
+            self.probe_workers()
+            self.wakeupAfter(PROBE_EVERY, ("probe", self.epoch))
+        elif (
+            what == "placing" and round_ == self.epoch and self.state in ("configuring", "starting")
+        ):
+            # A worker died while we placed on it: find it, and wait for it to come back.
+            for _ in range(PROBE_MISSES):
+                self.probe_workers(recover=False)
+            if self.lost:
+                self.begin_recovery(f"worker(s) {', '.join(sorted(self.lost))} lost while placing")
+            else:
+                self.fail(f"the placement did not complete within {PLACE_TIMEOUT.seconds} s")
+
+    def probe_workers(self, recover: bool = True) -> None:
+        me = self.request.initializer.name if self.request else None
+        for name in self.order:
+            if name == me or name in self.lost:
+                continue
+            if probe(self.members[name].control):
+                self.misses[name] = 0
+                continue
+            self.misses[name] = self.misses.get(name, 0) + 1
+            if self.misses[name] >= PROBE_MISSES:
+                self.lost.add(name)
+                self.dead_workers.add(name)
+                log.error(
+                    "topology: worker %r is lost (its control address %s does not answer); "
+                    "waiting for it to restart with the same command",
+                    name,
+                    self.members[name].control,
+                )
+                if recover:
+                    self.begin_recovery(f"worker {name!r} was lost")
+
+    def begin_recovery(self, why: str) -> None:
+        """Stop checkpoints; re-place everything once every worker is back."""
+        if self.state != "recovering":
+            self.recoveries += 1
+        if self.state in ("running", "starting", "configuring"):
+            self.old.update(self.addresses)
+            self.addresses = {}
+        self.pending = None
+        self.state = "recovering"
+        log.warning("topology: recovery: %s; rolling back to checkpoint %d", why, self.checkpoint)
+        self.maybe_place()
+
+    # ---- shutting down ------------------------------------------------------
+
+    def on_shutdown(self, sender: Any) -> None:
+        self.shutdown_waiters.append(sender)
+        if self.state == "running":
+            if self.pending is None:
+                self.start_checkpoint()
+            if self.pending is None:  # nothing to checkpoint (no sources)
+                self.finish_shutdown()
+        else:
+            self.finish_shutdown(
+                f"the cluster is {self.state}; files are from checkpoint {self.checkpoint}"
+            )
+
+    def finish_shutdown(self, error: str | None = None) -> None:
+        names = tuple(self.order)
+        done = ShutdownDone(self.checkpoint, names, error)
+        for waiter in self.shutdown_waiters:
+            self.send(waiter, done)
+        self.shutdown_waiters = []
+        self.state = "stopping"
+        log.info("topology: shutting down the cluster at checkpoint %d", self.checkpoint)
+        for name in self.order:
+            guard = self.members[name].guard
+            if guard is not None:
+                self.send(guard, StopWorker())
 
     # ---- status -------------------------------------------------------------
 
@@ -293,12 +647,19 @@ class TopologyActor(PlacedActor):
         waiters, self.status_waiters = self.status_waiters, []
         if not waiters:
             return
+        names = self.order or list(self.members)
         status: dict[str, Any] = {
             "state": self.state,
             "processing_messages": self.state == "running",
-            "worker_names": [w.name for w in self.workers],
-            "worker_count": len(self.workers),
+            "worker_names": names,
+            "worker_count": len(names),
             "expected_workers": self.request.worker_count if self.request else None,
+            "cluster_id": self.cluster_id,
+            "epoch": self.epoch,
+            "last_checkpoint": self.checkpoint,
+            "lost_workers": sorted(self.lost),
+            "recoveries": self.recoveries,
+            "records_possibly_lost": self.possibly_lost,
         }
         if self.plan is not None and self.placement is not None:
             status.update(self.summary())

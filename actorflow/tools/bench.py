@@ -41,6 +41,7 @@ READY_TIMEOUT = 60.0
 BAR_RATE = 150_000.0  # msg/s end to end
 BAR_RATIO = 0.2  # of the plain loop
 BAR_SCALING = 1.0  # N workers against one, on the same machine
+BAR_CHECKPOINT_COST = 0.10  # checkpoints every second: at most this much slower
 
 _LISTENING = re.compile(r"listening on (?P<address>\S+)")
 
@@ -194,6 +195,7 @@ def cluster_run(
     log_dir: str,
     timeout: float | None = None,
     say: Any = None,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One timed run: a receiver subprocess, a cluster of ``len(frames_paths)`` workers
     running `app`, and one sender subprocess per worker, each sending its file to that
@@ -230,7 +232,9 @@ def cluster_run(
         if not receiver.listening_event.wait(30) or receiver.listening is None:
             raise BenchError(f"the receiver did not start: {receiver.describe()}")
         out_port = int(receiver.listening.rsplit(":", 1)[1])
-        cluster = Cluster(app, workers, [out_port], source_name="alphabet", log_dir=log_dir)
+        cluster = Cluster(
+            app, workers, [out_port], source_name="alphabet", log_dir=log_dir, extra=extra
+        )
         say(f"starting {workers} worker(s) (control {HOST}:{cluster.control})")
         try:
             cluster.start(READY_TIMEOUT)
@@ -300,23 +304,28 @@ def alphabet_app() -> str:
     return str(app)
 
 
-def bench_alphabet(messages: int, repeat: int, workers: int, say: Any) -> dict[str, Any]:
-    """Measure the baseline and the cluster on 1 worker (and on `workers`, if more), best
-    of `repeat` each, all in this run; return the result."""
+NO_CHECKPOINTS = 0  # key of the one-worker run without checkpoints
+
+
+def bench_alphabet(
+    messages: int, repeat: int, workers: int, say: Any, checkpoints: bool = False
+) -> dict[str, Any]:
+    """Measure the baseline and the cluster on 1 worker (and on `workers`, if more; and
+    with checkpoints off, if `checkpoints`), best of `repeat` each, in this run."""
     app = alphabet_app()
     work = tempfile.mkdtemp(prefix="actorflow-bench-")
     failed = False
-    sizes = sorted({1, workers})
+    sizes = sorted({1, workers} | ({NO_CHECKPOINTS} if checkpoints else set()))
     try:
         say(f"generating {messages:,} alphabet messages (seed {SEED})")
         frames = alphabet_frames(messages, SEED)
         files: dict[int, list[str]] = {}
         for n in sizes:  # each worker's source gets every n-th frame
             files[n] = []
-            for i in range(n):
+            for i in range(max(n, 1)):
                 path = os.path.join(work, f"alphabet-{n}-{i}.frames")
                 with open(path, "wb") as f:
-                    f.write(b"".join(frames[i::n]))
+                    f.write(b"".join(frames[i :: max(n, 1)]))
                 files[n].append(path)
         baseline = []
         for i in range(repeat):
@@ -329,15 +338,17 @@ def bench_alphabet(messages: int, repeat: int, workers: int, say: Any) -> dict[s
         best: dict[int, dict[str, Any]] = {}
         for i in range(repeat):
             for n in sizes:
+                label = f"{n} worker(s)" if n else "1 worker, no checkpoints"
                 run = cluster_run(
                     app,
                     files[n],
                     messages,
-                    log_dir=work,
-                    say=lambda m, i=i, n=n: say(f"{n} worker(s), run {i + 1}/{repeat}: {m}"),
+                    log_dir=os.path.join(work, f"run{i + 1}-{n}workers"),
+                    say=lambda m, i=i, label=label: say(f"{label}, run {i + 1}/{repeat}: {m}"),
+                    extra=("--time-between-checkpoints", "0") if n == NO_CHECKPOINTS else (),
                 )
                 say(
-                    f"{n} worker(s), run {i + 1}/{repeat}: {run['seconds']:.3f} s "
+                    f"{label}, run {i + 1}/{repeat}: {run['seconds']:.3f} s "
                     f"({run['rate']:,.0f} msg/s)"
                 )
                 if n not in best or run["seconds"] < best[n]["seconds"]:
@@ -384,6 +395,11 @@ def bench_alphabet(messages: int, repeat: int, workers: int, say: Any) -> dict[s
             scaling=round(scaling, 4),
         )
         result["bars"]["scaling_1.0"] = scaling >= BAR_SCALING
+    if NO_CHECKPOINTS in best:
+        plain = best[NO_CHECKPOINTS]["rate"]
+        slower = 1 - one["rate"] / plain if plain > 0 else 0.0
+        result.update(no_checkpoint_rate=plain, checkpoint_cost=round(slower, 4))
+        result["bars"]["checkpoints_10pct"] = slower <= BAR_CHECKPOINT_COST
     return result
 
 
@@ -403,6 +419,11 @@ def print_table(result: dict[str, Any]) -> None:
         f"  ({result['cluster_seconds']:.3f} s from sender start to last output)"
     )
     print(f"  ratio cluster/baseline {result['ratio']:>12.3f}")
+    if "no_checkpoint_rate" in result:
+        print(
+            f"  1 worker, no checkpoints {result['no_checkpoint_rate']:>10,.0f} msg/s"
+            f"  (checkpoints every 1 s cost {100 * result['checkpoint_cost']:.1f}%)"
+        )
     if result["workers"] > 1:
         w = result["workers"]
         print(
@@ -414,6 +435,8 @@ def print_table(result: dict[str, Any]) -> None:
     bars = result["bars"]
     print(f"  bar >= 150k msg/s end to end:   {met(bars['rate_150k'])}")
     print(f"  bar >= 0.2 of the plain loop:   {met(bars['ratio_0.2'])}")
+    if "checkpoints_10pct" in bars:
+        print(f"  bar checkpoints cost <= 10%:    {met(bars['checkpoints_10pct'])}")
     if "scaling_1.0" in bars:
         print(f"  bar {result['workers']} workers >= 1.0x one:  {met(bars['scaling_1.0'])}")
 
@@ -442,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also measure a cluster of N workers, next to one worker (default: 1)",
     )
+    p.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="also measure one worker with checkpoints off, to show what they cost",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return p
 
@@ -469,7 +497,7 @@ def run(argv: list[str]) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        result = bench_alphabet(args.messages, args.repeat, args.workers, say)
+        result = bench_alphabet(args.messages, args.repeat, args.workers, say, args.checkpoints)
     except BenchError as exc:
         print(f"actorflow bench: error: {exc}", file=sys.stderr)
         return 1

@@ -206,6 +206,8 @@ def demo(messages: int, keep_output: str | None = None) -> int:
                 "1",
                 "--worker-name",
                 "demo",
+                "--resilience-dir",
+                str(log_path.parent),
             ],
             log_path=str(log_path),
         )

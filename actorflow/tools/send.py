@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import signal
 import socket
 import sys
@@ -21,6 +23,7 @@ from typing import Any
 
 from actorflow.errors import ActorflowError
 from actorflow.tools.framing import FrameReader, format_address, frame, parse_address
+from actorflow.wire import control_frame, read_control
 
 PROGRESS_EVERY = 0.5  # seconds between progress callbacks
 
@@ -211,6 +214,128 @@ def send(
     }
 
 
+def _read_controls(sock: socket.socket, buf: bytearray, wait: float) -> list[dict[str, Any]]:
+    """Read what the source sent (waiting up to `wait` seconds for something) and return
+    the complete control frames in it; raises OSError/SendError on a lost connection."""
+    ready, _, _ = select.select([sock], [], [], wait)
+    if ready:
+        data = sock.recv(65536)
+        if not data:
+            raise SendError("the source closed the connection")
+        buf += data
+    out = []
+    while buf:
+        try:
+            message, end = read_control(bytes(buf))
+        except ValueError as exc:
+            raise SendError(f"the source sent something unexpected: {exc}") from None
+        if message is None:
+            break
+        del buf[:end]
+        out.append(message)
+    return out
+
+
+def send_acked(
+    host: str,
+    port: int,
+    frames: list[bytes],
+    *,
+    stream: str,
+    batch_size: int = 500,
+    interval_ms: float = 0.0,
+    patience: float = 120.0,
+    log: Callable[[str], None] | None = _stderr_log,
+    stop: threading.Event | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Send `frames` as the replayable stream `stream` (see actorflow.wire): say hello,
+    send from where the source says to resume, and finish once the source acknowledges
+    that a completed checkpoint covers every message. After a lost connection (a worker
+    restarted, the cluster rolled back) reconnect and resume, for up to `patience`
+    seconds without progress. Returns the summary, with "acked" and "reconnects"."""
+    total = len(frames)
+    acked = 0
+    sent_total = 0
+    reconnects = 0
+    started = time.monotonic()
+    last_progress = started
+    while acked < total:
+        if stop is not None and stop.is_set():
+            break
+        try:
+            remaining = max(patience - (time.monotonic() - last_progress), 0.5)
+            sock = connect(host, port, remaining, log=log, stop=stop)
+        except SendError:
+            raise SendError(
+                f"no progress for {patience:g} s: {format_address(host, port)} does not "
+                f"accept connections ({acked} of {total} messages acknowledged)"
+            ) from None
+        buf = bytearray()
+        try:
+            sock.sendall(control_frame({"hello": 1, "stream": stream}))
+            resume = None
+            deadline = time.monotonic() + 30
+            while resume is None:
+                if time.monotonic() > deadline:
+                    raise SendError("the source did not answer the hello")
+                for message in _read_controls(sock, buf, 1.0):
+                    if "error" in message:
+                        raise SendError(f"the source refused stream {stream!r}: {message['error']}")
+                    if "resume" in message:
+                        resume = int(message["resume"])
+            pos = min(resume, total)
+            acked = max(acked, pos)
+            while acked < total:
+                if pos < total and not (stop is not None and stop.is_set()):
+                    chunk = frames[pos : pos + batch_size]
+                    sock.sendall(b"".join(chunk))
+                    pos += len(chunk)
+                    sent_total += len(chunk)
+                    if interval_ms > 0:
+                        time.sleep(interval_ms / 1000)
+                    wait = 0.0
+                else:
+                    wait = 1.0
+                for message in _read_controls(sock, buf, wait):
+                    if "ack" in message and int(message["ack"]) > acked:
+                        acked = int(message["ack"])
+                        last_progress = time.monotonic()
+                if progress is not None:
+                    progress(pos, 0, time.monotonic() - started)
+                if stop is not None and stop.is_set() and pos >= total:
+                    break
+                if time.monotonic() - last_progress > patience:
+                    raise SendError(
+                        f"no acknowledgement for {patience:g} s "
+                        f"({acked} of {total} messages acknowledged)"
+                    )
+        except (OSError, SendError) as exc:
+            if isinstance(exc, SendError) and "refused stream" in str(exc):
+                raise
+            if isinstance(exc, SendError) and str(exc).startswith("no acknowledgement"):
+                raise
+            reconnects += 1
+            if log is not None:
+                log(
+                    f"connection to {format_address(host, port)} lost ({exc}); "
+                    f"{acked} of {total} acknowledged; reconnecting"
+                )
+            time.sleep(0.1)
+            continue
+        finally:
+            sock.close()
+    seconds = time.monotonic() - started
+    return {
+        "messages": total,
+        "acked": acked,
+        "sent": sent_total,
+        "reconnects": reconnects,
+        "seconds": round(seconds, 6),
+        "rate": round(total / seconds, 1) if seconds > 0 else 0.0,
+    }
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the `send` flags to `p`."""
     p.add_argument(
@@ -257,6 +382,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--repeat",
         action="store_true",
         help="loop over the file until --messages are sent (forever without it)",
+    )
+    p.add_argument(
+        "--acked",
+        action="store_true",
+        help="replayable mode: resume after reconnects where the cluster says, and finish "
+        "once a completed checkpoint covers every message",
+    )
+    p.add_argument(
+        "--stream",
+        metavar="NAME",
+        help="with --acked: the stream's name, unique per sender (default: the file name)",
+    )
+    p.add_argument(
+        "--patience",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="with --acked: give up after S seconds without progress (default: 120)",
     )
     p.add_argument(
         "--connect-timeout",
@@ -313,18 +456,39 @@ def main(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = sys.stderr.isatty()
     try:
-        summary = send(
-            host,
-            port,
-            frames,
-            messages=args.messages,
-            batch_size=args.batch_size,
-            interval_ms=args.interval,
-            repeat=args.repeat,
-            connect_timeout=args.connect_timeout,
-            progress=_tty_progress if tty else None,
-            stop=stop,
-        )
+        if args.acked:
+            if args.repeat and args.messages is None:
+                return _fail("--acked needs an end: give --messages with --repeat")
+            if args.messages is not None:
+                frames = (
+                    _cyclic_slice(frames, 0, args.messages)
+                    if args.repeat
+                    else (frames[: args.messages])
+                )
+            summary = send_acked(
+                host,
+                port,
+                frames,
+                stream=args.stream or os.path.basename(args.file),
+                batch_size=args.batch_size,
+                interval_ms=args.interval,
+                patience=args.patience,
+                progress=_tty_progress if tty else None,
+                stop=stop,
+            )
+        else:
+            summary = send(
+                host,
+                port,
+                frames,
+                messages=args.messages,
+                batch_size=args.batch_size,
+                interval_ms=args.interval,
+                repeat=args.repeat,
+                connect_timeout=args.connect_timeout,
+                progress=_tty_progress if tty else None,
+                stop=stop,
+            )
     except SendError as exc:
         if tty:
             sys.stderr.write("\n")

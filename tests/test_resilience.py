@@ -1,0 +1,351 @@
+"""Resilience: workers killed with SIGKILL at a random moment while data flows, restarted
+with the same command; checkpoints, rollback and a replaying sender keep the final
+per-key state exact. Real worker processes, real sender and receiver."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actorflow.control import query_status
+from actorflow.testing import Cluster, WorkerProcess
+from actorflow.tools.gen import alphabet_frames, alphabet_totals
+from actorflow.tools.send import send, send_acked
+from tests.conftest import APPS, ROOT, Collector, group_alive
+
+pytestmark = pytest.mark.integration
+
+ALPHABET = str(APPS / "alphabet.py")
+
+
+class Run:
+    """A cluster, one receiver, and a replaying sender in a thread."""
+
+    def __init__(self, tmp_path: Path, workers: int, app: str = ALPHABET, extra=()) -> None:
+        self.out = Collector()
+        self.out.receiver.start()
+        self.cluster = Cluster(
+            app,
+            workers,
+            [self.out.port],
+            source_name="alphabet",
+            log_dir=str(tmp_path),
+            extra=["--time-between-checkpoints", "0.3", *extra],
+        )
+        self.result: dict = {}
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def send_acked(self, frames: list[bytes], stream: str = "votes", worker: int = 0) -> None:
+        def run() -> None:
+            try:
+                self.result = send_acked(
+                    "127.0.0.1",
+                    self.cluster.inputs[worker],
+                    frames,
+                    stream=stream,
+                    batch_size=500,
+                    interval_ms=8,
+                    patience=90,
+                    log=None,
+                )
+            except BaseException as exc:  # reported by finish()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def finish(self, timeout: float = 120) -> dict:
+        assert self.thread is not None
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the sender did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def kill(self, i: int) -> None:
+        """SIGKILL worker i's command; its guard ends its actors."""
+        w = self.current(i)
+        w.proc.kill()
+        w.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while w.pgid and group_alive(w.pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def current(self, i: int) -> WorkerProcess:
+        return [w for w in self.cluster.workers if self.cluster.names[i] in w.log_path][-1]
+
+    def restart(self, i: int) -> WorkerProcess:
+        """Worker i again, with the same command."""
+        w = self.cluster.start_worker(i)
+        w.wait_ready(60)
+        return w
+
+    def final_totals(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for line in self.out.lines():
+            key, _, value = line.rstrip("\n").partition(" => ")
+            last[key] = int(value)
+        return last
+
+    def wait_totals(self, want: dict[str, int], timeout: float = 30) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.final_totals()
+            if got == want:
+                return got
+            time.sleep(0.1)
+        return self.final_totals()
+
+    def close(self) -> None:
+        self.cluster.stop()
+        self.out.receiver.stop()
+        for w in self.cluster.workers:
+            if w.pgid is not None:
+                assert not group_alive(w.pgid), f"worker left processes in group {w.pgid}"
+
+
+@pytest.fixture
+def runs(tmp_path) -> Iterator:
+    made: list[Run] = []
+
+    def make(workers: int, **kw) -> Run:
+        run = Run(tmp_path / f"run{len(made)}", workers, **kw)
+        made.append(run)
+        return run
+
+    yield make
+    for run in made:
+        run.close()
+
+
+@pytest.mark.parametrize("victim", [1, 0], ids=["joiner", "initializer"])
+def test_kill_a_worker_and_restart_it_state_is_exact(victim, runs):
+    seed = random.randrange(1 << 30)
+    run = runs(2)
+    run.cluster.start()
+    frames = alphabet_frames(100_000, seed=seed % 1000)
+    run.send_acked(frames)
+    time.sleep(random.Random(seed).uniform(0.3, 1.5))  # the crash comes at a random moment
+    run.kill(victim)
+    run.restart(victim)
+    summary = run.finish()
+    assert summary["acked"] == len(frames) and summary["reconnects"] >= 1, (seed, summary)
+    want = alphabet_totals(frames)
+    assert run.wait_totals(want) == want, f"seed {seed}"
+    status = query_status(("127.0.0.1", run.cluster.control))
+    assert status["state"] == "running" and status["epoch"] >= 2
+    assert status["last_checkpoint"] >= 1
+
+
+def test_several_crash_restart_rounds(runs):
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    run = runs(3)
+    run.cluster.start()
+    frames = alphabet_frames(150_000, seed=seed % 997)
+    run.send_acked(frames)
+    for victim in (1, 2, 0, 1):
+        time.sleep(rng.uniform(0.3, 0.8))
+        run.kill(victim)
+        run.restart(victim)
+    summary = run.finish()
+    assert summary["acked"] == len(frames), (seed, summary)
+    want = alphabet_totals(frames)
+    assert run.wait_totals(want) == want, f"seed {seed}"
+
+
+def test_two_workers_down_at_once(runs):
+    run = runs(3)
+    run.cluster.start()
+    frames = alphabet_frames(80_000, seed=21)
+    run.send_acked(frames)
+    time.sleep(0.8)
+    run.kill(1)
+    run.kill(2)
+    back = [run.cluster.start_worker(2), run.cluster.start_worker(1)]  # both, any order
+    for w in back:
+        w.wait_ready(60)
+    run.finish()
+    want = alphabet_totals(frames)
+    assert run.wait_totals(want) == want
+
+
+SLOW_SNAPSHOT_APP = '''
+import os, struct, time
+import actorflow as wallaroo
+from alphabet import decode_votes, extract_letter, encode_votes
+
+
+def application_setup(args):
+    in_name, in_host, in_port = wallaroo.tcp_parse_input_addrs(args)[0]
+    out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
+    votes = wallaroo.source(
+        "alphabet", wallaroo.TCPSourceConfig(in_name, in_host, in_port, decode_votes))
+    return wallaroo.build_application("slow_snapshot", votes.key_by(extract_letter)
+        .to(add_votes).to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode_votes)))
+
+
+class SlowTotal:
+    """Its snapshot takes a while and leaves a mark, so a test can crash a worker
+    in the middle of a checkpoint."""
+
+    def __init__(self):
+        self.total = 0
+
+    def __getstate__(self):
+        marker = os.environ.get("ACTORFLOW_TEST_SNAPSHOT_MARK")
+        if marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(1.0)
+        return {"total": self.total}
+
+
+@wallaroo.state_computation(name="add votes", state=SlowTotal)
+def add_votes(vote, state):
+    state.total += vote[1]
+    return (vote[0], state.total)
+'''
+
+
+def test_crash_during_a_checkpoint(runs, tmp_path, monkeypatch):
+    app = tmp_path / "slow_snapshot.py"
+    app.write_text(SLOW_SNAPSHOT_APP)
+    monkeypatch.syspath_prepend(str(APPS))
+    monkeypatch.setenv("PYTHONPATH", f"{APPS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    mark = tmp_path / "snapshotting"
+    monkeypatch.setenv("ACTORFLOW_TEST_SNAPSHOT_MARK", str(mark))
+    run = runs(2, app=str(app))
+    run.cluster.start()
+    frames = alphabet_frames(60_000, seed=5)
+    run.send_acked(frames)
+    deadline = time.monotonic() + 30
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert mark.exists(), "no snapshot started"
+    run.kill(1)  # a state actor of worker2 or worker1 is writing its snapshot right now
+    run.restart(1)
+    run.finish()
+    want = alphabet_totals(frames)
+    assert run.wait_totals(want) == want
+
+
+def test_whole_cluster_shutdown_and_restart_resumes_from_files(runs):
+    run = runs(2)
+    run.cluster.start()
+    first = alphabet_frames(20_000, seed=1)
+    run.send_acked(first, stream="first")
+    run.finish()
+    want = alphabet_totals(first)
+    assert run.wait_totals(want) == want
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actorflow",
+            "shutdown",
+            "--control",
+            f"127.0.0.1:{run.cluster.control}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "at checkpoint" in done.stdout
+    for w in list(run.cluster.workers):
+        assert w.proc.wait(30) == 0, w.log()
+    # Same commands again: the cluster resumes with its state.
+    starts = [run.cluster.start_worker(i) for i in (1, 0)]
+    for w in starts:
+        w.wait_ready(60)
+    second = alphabet_frames(20_000, seed=2)
+    run.send_acked(second, stream="second")
+    run.finish()
+    for k, v in alphabet_totals(second).items():
+        want[k] = want.get(k, 0) + v
+    assert run.wait_totals(want) == want
+    status = query_status(("127.0.0.1", run.cluster.control))
+    assert status["last_checkpoint"] >= 2
+
+
+def test_plain_sender_reports_possible_loss(runs):
+    run = runs(2, extra=["--time-between-checkpoints", "600"])
+    run.cluster.start()
+    frames = alphabet_frames(5_000, seed=8)
+    send("127.0.0.1", run.cluster.inputs[0], frames, log=None)  # plain: cannot replay
+    assert run.out.wait_for(len(frames), 30)
+    run.kill(1)
+    run.restart(1)
+    status = query_status(("127.0.0.1", run.cluster.control))
+    assert status["records_possibly_lost"] == len(frames)
+    log = run.current(0).log()
+    assert f"up to {len(frames)} records from senders that cannot replay" in log
+
+
+def test_stale_files_are_refused_with_the_command_to_clean_them(tmp_path, runs):
+    run = runs(1)
+    run.cluster.start()
+    run.cluster.stop()
+    folder = run.cluster.resilience_dir(0)
+    # The same folder, but a command for another cluster shape: stale.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actorflow",
+            "worker",
+            "--app",
+            ALPHABET,
+            *run.cluster.args(0),
+            "--worker-count",
+            "2",
+            "--worker-name",
+            "worker1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "records --worker-count 1" in proc.stderr
+    assert f"actorflow clean --resilience-dir {folder}" in proc.stderr
+    assert "actorflow-alphabet-worker1.cluster.json" in proc.stderr
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "actorflow", "clean", "--resilience-dir", folder],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cleaned.returncode == 0 and "removed" in cleaned.stdout
+    assert not [p for p in os.listdir(folder) if p.startswith("actorflow-")]
+    # A joiner whose files belong to another cluster is refused; the cluster is unharmed.
+    other = runs(2)
+    other.cluster.start()
+    other.cluster.stop()
+    fresh = runs(2)
+    fresh.cluster.control = other.cluster.control  # a new cluster where the old one was
+    fresh.cluster.start_worker(0)
+    stale = fresh.cluster.args(1)
+    stale[stale.index("--resilience-dir") + 1] = other.cluster.resilience_dir(1)
+    proc = subprocess.run(
+        [sys.executable, "-m", "actorflow", "worker", "--app", ALPHABET, *stale],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert "belong to another cluster" in proc.stderr
+    assert f"actorflow clean --resilience-dir {other.cluster.resilience_dir(1)}" in proc.stderr
+    good = fresh.cluster.start_worker(1)
+    good.wait_ready(60)
+    fresh.cluster.workers[0].wait_ready(60)
