@@ -59,7 +59,7 @@ def worker_parser(
         p.add_argument("--app", required=True, help="path of the app module (a .py file)")
     p.add_argument("-i", "--in", dest="inputs", help="source addresses: name@host:port,...")
     p.add_argument("-o", "--out", help="sink address(es): host:port,...")
-    p.add_argument("-m", "--metrics", help="metrics address host:port (not implemented yet)")
+    p.add_argument("-m", "--metrics", help="metrics hub address host:port (actorflow metrics)")
     p.add_argument("--control", help="initializer: listen here; others: join here")
     p.add_argument("-d", "--data", help="data channel host:port; actors advertise its host")
     p.add_argument("-x", "--my-control", help="a non-initializer's own control address")
@@ -162,6 +162,8 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
     if ns.out:
         for entry in ns.out.split(","):
             host_port(entry, "--out")
+    if ns.metrics:
+        host_port(ns.metrics, "--metrics")
     if ns.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level {ns.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
     for flag, value in (

@@ -328,3 +328,26 @@ class GuardReady:
     """The guard's process group: every actor process of this worker is in it."""
 
     pgid: int
+
+
+# --------------------------------------------------------------------------
+# Metrics protocol: placed actors -> their worker's reporter -> the metrics hub.
+
+
+@dataclass(frozen=True)
+class StartReporting:
+    """To a worker's reporter: send a report to ``address`` (host, port) every interval."""
+
+    app: str
+    worker: str
+    address: tuple[str, int]
+    interval: float
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """One actor's figures for the last interval (see actorflow.metrics.report)."""
+
+    stage_id: str
+    step: dict
+    pipeline_latency: dict | None = None  # sinks: source-to-sink latency, wire form

@@ -137,12 +137,6 @@ class Worker:
             cfg.name,
             advertise,
         )
-        if cfg.metrics:
-            log.warning(
-                "--metrics %s: metrics reporting is not implemented yet; nothing is sent",
-                cfg.metrics,
-            )
-
         from thespian.actors import ActorSystem
 
         from actorflow.runtime.guard import WorkerGuard

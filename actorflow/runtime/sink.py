@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+from collections import deque
 from datetime import timedelta
 from typing import Any
 
 from actorflow.messages import Ack, CheckpointReached, EncodedBatch
+from actorflow.metrics.report import Histogram
 from actorflow.runtime.stage import StageActor
 
 log = logging.getLogger("actorflow.sink")
@@ -42,6 +45,9 @@ class SinkActor(StageActor):
         self.warned = False
         self.written_bytes = 0
         self.connects = 0
+        self.written_records = 0
+        self.unwritten: deque = deque()  # [bytes not yet written, records] per batch
+        self.e2e = Histogram()  # source ingest to sink write, per record (with --metrics)
         self.connect()
 
     @property
@@ -94,8 +100,13 @@ class SinkActor(StageActor):
     def on_encoded(self, msg: EncodedBatch, sender: Any) -> None:
         self.batches_in += 1
         self.records_in += msg.count
+        if self.latency is not None and msg.born:
+            self.e2e.record(max(time.time() - msg.born, 0.0), msg.count)
         self.out += msg.data
+        self.unwritten.append([len(msg.data), msg.count])
+        started = time.monotonic()
         self.flush()
+        self.processed(None, time.monotonic() - started)
         ack = Ack(msg.link, msg.seq)
         if len(self.out) > self.limit:
             self.deferred.append((sender, ack))
@@ -120,8 +131,22 @@ class SinkActor(StageActor):
                 break
             self.written_bytes += n
             del out[:n]
+            self.count_written(n)
         if len(out) <= self.limit:
             self.release()
+
+    def count_written(self, n: int) -> None:
+        """Count the batches whose bytes are now all written."""
+        unwritten = self.unwritten
+        while n and unwritten:
+            head = unwritten[0]
+            if head[0] <= n:
+                n -= head[0]
+                self.written_records += head[1]
+                unwritten.popleft()
+            else:
+                head[0] -= n
+                n = 0
 
     def on_watch(self, ready: list[int]) -> None:
         if self.sock is None or self.sock.fileno() not in ready:
@@ -144,6 +169,9 @@ class SinkActor(StageActor):
         elif payload == "write":
             self.write_pending = False
             self.flush()
+
+    def pipeline_latency(self) -> dict | None:
+        return self.e2e.take().to_wire()
 
     def after_barrier(self, checkpoint: int) -> None:
         """Everything before this checkpoint has reached this sink: tell the coordinator."""
@@ -174,6 +202,7 @@ class SinkActor(StageActor):
     def counters(self) -> dict:
         c = super().counters()
         c.update(
+            records_out=getattr(self, "written_records", 0),
             connected=getattr(self, "sock", None) is not None,
             bytes_written=getattr(self, "written_bytes", 0),
             bytes_held=len(getattr(self, "out", b"")),

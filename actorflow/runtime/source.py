@@ -300,6 +300,7 @@ class SourceActor(StageActor):
             data = self.greet(conn, data)
             if not data:
                 return
+        started = time.monotonic()
         before = conn.reader.frames
         failed = None
         try:
@@ -317,6 +318,7 @@ class SourceActor(StageActor):
             self.records_in += len(records)
             self.batches_in += 1
             self.emit(records, time.time())
+            self.processed(records, time.monotonic() - started)
         if failed is not None:
             self.close(conn, None)
 

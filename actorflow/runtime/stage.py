@@ -18,6 +18,7 @@ import logging
 import time
 import traceback
 from collections import deque
+from datetime import timedelta
 from typing import Any
 
 from thespian.actors import (
@@ -41,9 +42,11 @@ from actorflow.messages import (
     EncodedBatch,
     Retire,
     Retired,
+    StageReport,
     StageStatus,
     StatusQuery,
 )
+from actorflow.metrics.report import Histogram
 from actorflow.runtime.outlets import Outlet, build_routes
 from actorflow.runtime.steps import ErrorLog
 
@@ -53,6 +56,7 @@ WORKER_UID_CAPABILITY = "actorflow.worker_uid"  # this incarnation of the worker
 log = logging.getLogger("actorflow.stage")
 
 _DATA = (Batch, EncodedBatch, Barrier)
+METRICS_EVERY = timedelta(seconds=1)
 
 
 class PlacedActor(Actor):
@@ -90,6 +94,7 @@ class StageActor(PlacedActor):
         self.aligning = 0
         self.checkpoints = 0
         self.retired = False
+        self.latency: Histogram | None = None  # per batch, this interval (with --metrics)
 
     # ---- dispatch ---------------------------------------------------------
 
@@ -108,7 +113,10 @@ class StageActor(PlacedActor):
             elif cls is WatchMessage:
                 self.on_watch(msg.ready)
             elif cls is WakeupMessage:
-                self.on_wakeup(msg.payload)
+                if msg.payload == "metrics":
+                    self.report_metrics()
+                else:
+                    self.on_wakeup(msg.payload)
             elif cls is Configure:
                 self.send(sender, self.configure(msg))
             elif cls is StatusQuery:
@@ -169,6 +177,9 @@ class StageActor(PlacedActor):
             )
             self.error_logs.append(router_errors)
             self.setup()
+            if cfg.metrics is not None:
+                self.latency = Histogram()
+                self.wakeupAfter(METRICS_EVERY, "metrics")
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
             log.error("%s: configuration failed: %s", stage_id, traceback.format_exc())
@@ -289,7 +300,29 @@ class StageActor(PlacedActor):
         return records
 
     def processed(self, records: list, seconds: float) -> None:
-        """Hook for per-step measurements (metrics)."""
+        """Record how long a batch took in this step (with --metrics)."""
+        if self.latency is not None:
+            self.latency.record(seconds)
+
+    def report_metrics(self) -> None:
+        """Send this interval's figures to the worker's reporter."""
+        if self.retired or self.config is None or self.config.metrics is None:
+            return
+        st = self.config.stage.stage
+        step = {
+            "id": st.id,
+            "name": st.name,
+            "kind": st.kind,
+            "pipeline": self.app.name if self.app else "",
+            **{k: v for k, v in self.counters().items() if isinstance(v, int | float)},
+            "latency": self.latency.take().to_wire() if self.latency else {"counts": []},
+        }
+        self.send(self.config.metrics, StageReport(st.id, step, self.pipeline_latency()))
+        self.wakeupAfter(METRICS_EVERY, "metrics")
+
+    def pipeline_latency(self) -> dict | None:
+        """Sinks: source-to-sink latency of this interval, in wire form."""
+        return None
 
     def on_ack(self, msg: Ack) -> None:
         o = self.outlets.get(msg.link)

@@ -51,6 +51,7 @@ from actorflow.messages import (
     SourceStarted,
     StageStatus,
     StartCheckpoint,
+    StartReporting,
     StartSource,
     StatusQuery,
     StopWorker,
@@ -58,6 +59,7 @@ from actorflow.messages import (
 )
 from actorflow.plan import Placement, Plan, compile_plan, describe, fan_in, place, wire
 from actorflow.resilience import ClusterState, WorkerFiles, stale_hint, write_state
+from actorflow.runtime.reporter import MetricsReporter
 from actorflow.runtime.sink import SinkActor
 from actorflow.runtime.source import SourceActor
 from actorflow.runtime.stage import WORKER_CAPABILITY, WORKER_UID_CAPABILITY, PlacedActor
@@ -359,6 +361,7 @@ class TopologyActor(PlacedActor):
             plan, app, self.order, tcp_sources, partitions=req.settings.partitions
         )
         self.addresses = {}
+        reporters = self.start_reporters(app.name)
         for p in placement.placed:
             where = {"worker_uid": self.members[p.worker].uid}
             self.addresses[(p.id, p.worker)] = self.createActor(
@@ -386,6 +389,7 @@ class TopologyActor(PlacedActor):
                 restore=self.checkpoint,
                 files=files,
                 coordinator=self.myAddress,
+                metrics=reporters.get(p.worker),
             )
             self.send(self.addresses[key], cfg)
         self.wakeupAfter(PLACE_TIMEOUT, ("placing", self.epoch))
@@ -396,6 +400,21 @@ class TopologyActor(PlacedActor):
             self.epoch,
             f", from checkpoint {self.checkpoint}" if self.checkpoint else "",
         )
+
+    def start_reporters(self, app_name: str) -> dict[str, Any]:
+        """A metrics reporter on every worker started with --metrics."""
+        reporters = {}
+        for name in self.order:
+            info = self.members[name]
+            if not info.metrics:
+                continue
+            host, _, port = info.metrics.rpartition(":")
+            addr = self.createActor(
+                MetricsReporter, targetActorRequirements={"worker_uid": info.uid}
+            )
+            self.send(addr, StartReporting(app_name, name, (host, int(port)), 1.0))
+            self.addresses[("reporter", name)] = reporters[name] = addr
+        return reporters
 
     def on_configured(self, msg: Configured) -> None:
         if self.state != "configuring" or (msg.stage_id, msg.worker) not in self.configuring:

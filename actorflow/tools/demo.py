@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
+from actorflow.metrics.hub import Hub
 from actorflow.processes import signals_masked
 from actorflow.testing import WorkerProcess, free_port
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
@@ -160,8 +161,10 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def demo(messages: int, keep_output: str | None = None) -> int:
-    """Run the demo; return the exit code (0 only if every total matches)."""
+def demo(messages: int, keep_output: str | None = None, linger: float = 0.0) -> int:
+    """Run the demo; return the exit code (0 only if every total matches).
+
+    A metrics hub runs beside it; its page stays up ``linger`` seconds after the run."""
     progress = _Progress(messages)
     app = alphabet_app()
     if keep_output is not None:
@@ -182,6 +185,7 @@ def demo(messages: int, keep_output: str | None = None) -> int:
 
     in_port, out_port, control_port = free_port(HOST), free_port(HOST), free_port(HOST)
     receiver = Receiver(HOST, out_port, framed=True, sink=collect, log=progress.say)
+    hub = Hub((HOST, 0), (HOST, 0))
     worker: WorkerProcess | None = None
     stop_sending = threading.Event()
     sender: threading.Thread | None = None
@@ -192,6 +196,11 @@ def demo(messages: int, keep_output: str | None = None) -> int:
             f"ports: source {HOST}:{in_port}, sink {HOST}:{out_port}, control {HOST}:{control_port}"
         )
         receiver.start()
+        hub.start()
+        metrics_host, metrics_port = hub.report_address
+        progress.say(
+            f"metrics page: {hub.url} (the hub takes reports on {metrics_host}:{metrics_port})"
+        )
         worker = WorkerProcess(
             str(app),
             [
@@ -208,6 +217,8 @@ def demo(messages: int, keep_output: str | None = None) -> int:
                 "demo",
                 "--resilience-dir",
                 str(log_path.parent),
+                "--metrics",
+                f"{metrics_host}:{metrics_port}",
             ],
             log_path=str(log_path),
         )
@@ -277,6 +288,12 @@ def demo(messages: int, keep_output: str | None = None) -> int:
         print()
         sent = int(sent_summary.get("messages", 0))
         succeeded = report(sent, len(got_payloads), seconds, expected, got, malformed)
+        if linger > 0:
+            print(
+                f"\nthe metrics page stays at {hub.url} for {linger:g} s (Ctrl-C ends it)",
+                flush=True,
+            )
+            time.sleep(linger)
         return 0 if succeeded else 1
     except DemoError as exc:
         progress.end_line()
@@ -303,6 +320,7 @@ def demo(messages: int, keep_output: str | None = None) -> int:
         with signals_masked():
             stop_sending.set()
             receiver.stop()
+            hub.stop()
             if worker is not None:
                 worker.stop()
             if sender is not None:
@@ -337,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="alphabet vote messages to send (default: 200000)",
     )
     p.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep the metrics page up for S seconds after the run (default: 0)",
+    )
+    p.add_argument(
         "--keep-output",
         metavar="DIR",
         default=None,
@@ -354,7 +379,7 @@ def run(argv: list[str]) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        return demo(args.messages, args.keep_output)
+        return demo(args.messages, args.keep_output, args.linger)
     except DemoError as exc:
         print(f"actorflow demo: error: {exc}", file=sys.stderr)
         return 1
