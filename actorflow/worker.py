@@ -88,17 +88,35 @@ def wait_for_control(host: str, port: int, timeout: float) -> None:
             time.sleep(0.2)
 
 
-def check_port_free(host: str, port: int, flag: str) -> None:
-    """Refuse a port another process listens on: Thespian would silently join its admin."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("", port))
-    except OSError as exc:
-        msg = f"{flag} {host}:{port}: the port is in use ({exc.strerror})"
-        raise ClusterError(msg) from None
-    finally:
-        s.close()
+def check_port_free(host: str, port: int, flag: str, wait: float = 0.0) -> None:
+    """Refuse a port another process listens on: Thespian would silently join its admin.
+
+    A restarting worker ``wait``s a little: the processes of its crashed incarnation
+    may still hold the port until their guard ends them.
+    """
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("", port))
+            return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                msg = f"{flag} {host}:{port}: the port is in use ({exc.strerror})"
+                raise ClusterError(msg) from None
+            if not said:
+                log.warning(
+                    "%s %s:%d is still in use; waiting for the previous incarnation to release it",
+                    flag,
+                    host,
+                    port,
+                )
+                said = True
+        finally:
+            s.close()
+        time.sleep(0.1)
 
 
 class Worker:
@@ -121,12 +139,12 @@ class Worker:
         host, port = cfg.control
         if cfg.initializer:
             my_host, my_port = host, port
-            check_port_free(my_host, my_port, "--control")
+            check_port_free(my_host, my_port, "--control", wait=5.0 if record else 0.0)
         else:
             wait_for_control(host, port, cfg.join_timeout)
             my_host, my_port = cfg.my_control or (host, 0)
             if my_port:
-                check_port_free(my_host, my_port, "--my-control")
+                check_port_free(my_host, my_port, "--my-control", wait=5.0 if record else 0.0)
             else:
                 my_port = free_port(my_host)
         advertise = (cfg.my_data or cfg.data or (my_host, 0))[0]

@@ -34,6 +34,7 @@ from actorflow.wire import control_frame, is_control_start, read_control
 log = logging.getLogger("actorflow.source")
 
 READ_SIZE = 128 * 1024
+BIND_PATIENCE = 5.0  # seconds a re-placed source waits for its port to be free
 SOCKET_BUFFER = 256 * 1024
 GARBAGE_RUN = 100  # consecutive undecodable frames that mark a connection as garbage
 
@@ -153,7 +154,9 @@ class SourceActor(StageActor):
 
     def on_other(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, StartSource):
-            self.send(sender, self.start())
+            self.start_requester = sender
+            self.bind_deadline = time.monotonic() + (BIND_PATIENCE if self.epoch > 1 else 0)
+            self.try_start()
         elif isinstance(msg, StartCheckpoint):
             if msg.epoch == self.epoch and not self.retired:
                 self.start_checkpoint(msg.checkpoint, sender)
@@ -211,7 +214,13 @@ class SourceActor(StageActor):
         except OSError as exc:
             self.close(conn, f"write failed: {exc}")
 
-    def start(self) -> SourceStarted:
+    def try_start(self) -> None:
+        started = self.start()
+        if started is not None:
+            self.send(self.start_requester, started)
+
+    def start(self) -> SourceStarted | None:
+        """Listen (or start generating); None while waiting for the port to be free."""
         assert self.config is not None
         sid, worker = self.config.stage.stage.id, self.config.worker
         cfg = self.source_config
@@ -236,6 +245,9 @@ class SourceActor(StageActor):
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
+            if time.monotonic() < self.bind_deadline:  # our crashed incarnation may hold it
+                self.wakeupAfter(timedelta(milliseconds=100), "bind")
+                return None
             where = f"{cfg.host}:{cfg.port}"
             why = f"source {self.source_name!r} cannot listen on {where}: {exc.strerror or exc}"
             return SourceStarted(sid, worker, None, why, self.epoch)
@@ -389,6 +401,8 @@ class SourceActor(StageActor):
     def on_wakeup(self, payload: Any) -> None:
         if payload == "generate" and self.generating:
             self.generate()
+        elif payload == "bind" and not self.retired:
+            self.try_start()
 
     def generate(self) -> None:
         """Make up to one batch of generated records, unless backlogged."""
