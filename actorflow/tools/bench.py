@@ -32,7 +32,7 @@ from typing import Any
 
 import actorflow
 from actorflow.processes import die_with_parent, signals_masked
-from actorflow.testing import Cluster
+from actorflow.testing import Cluster, free_port
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 
 HOST = "127.0.0.1"
@@ -305,17 +305,27 @@ def alphabet_app() -> str:
 
 
 NO_CHECKPOINTS = 0  # key of the one-worker run without checkpoints
+HUB_DOWN = -1  # key of the one-worker run reporting to a metrics hub that is down
 
 
 def bench_alphabet(
-    messages: int, repeat: int, workers: int, say: Any, checkpoints: bool = False
+    messages: int,
+    repeat: int,
+    workers: int,
+    say: Any,
+    checkpoints: bool = False,
+    hub_down: bool = False,
 ) -> dict[str, Any]:
     """Measure the baseline and the cluster on 1 worker (and on `workers`, if more; and
     with checkpoints off, if `checkpoints`), best of `repeat` each, in this run."""
     app = alphabet_app()
     work = tempfile.mkdtemp(prefix="actorflow-bench-")
     failed = False
-    sizes = sorted({1, workers} | ({NO_CHECKPOINTS} if checkpoints else set()))
+    sizes = sorted(
+        {1, workers}
+        | ({NO_CHECKPOINTS} if checkpoints else set())
+        | ({HUB_DOWN} if hub_down else set())
+    )
     try:
         say(f"generating {messages:,} alphabet messages (seed {SEED})")
         frames = alphabet_frames(messages, SEED)
@@ -338,14 +348,22 @@ def bench_alphabet(
         best: dict[int, dict[str, Any]] = {}
         for i in range(repeat):
             for n in sizes:
-                label = f"{n} worker(s)" if n else "1 worker, no checkpoints"
+                label = {
+                    NO_CHECKPOINTS: "1 worker, no checkpoints",
+                    HUB_DOWN: "1 worker, metrics hub down",
+                }.get(n, f"{n} worker(s)")
+                extra: tuple[str, ...] = ()
+                if n == NO_CHECKPOINTS:
+                    extra = ("--time-between-checkpoints", "0")
+                elif n == HUB_DOWN:
+                    extra = ("--metrics", f"{HOST}:{free_port(HOST)}")  # nobody listens
                 run = cluster_run(
                     app,
                     files[n],
                     messages,
                     log_dir=os.path.join(work, f"run{i + 1}-{n}workers"),
                     say=lambda m, i=i, label=label: say(f"{label}, run {i + 1}/{repeat}: {m}"),
-                    extra=("--time-between-checkpoints", "0") if n == NO_CHECKPOINTS else (),
+                    extra=extra,
                 )
                 say(
                     f"{label}, run {i + 1}/{repeat}: {run['seconds']:.3f} s "
@@ -400,6 +418,9 @@ def bench_alphabet(
         slower = 1 - one["rate"] / plain if plain > 0 else 0.0
         result.update(no_checkpoint_rate=plain, checkpoint_cost=round(slower, 4))
         result["bars"]["checkpoints_10pct"] = slower <= BAR_CHECKPOINT_COST
+    if HUB_DOWN in best:
+        down = best[HUB_DOWN]["rate"]
+        result.update(hub_down_rate=down, hub_down_ratio=round(down / one["rate"], 4))
     return result
 
 
@@ -437,6 +458,11 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"  bar >= 0.2 of the plain loop:   {met(bars['ratio_0.2'])}")
     if "checkpoints_10pct" in bars:
         print(f"  bar checkpoints cost <= 10%:    {met(bars['checkpoints_10pct'])}")
+    if "hub_down_rate" in result:
+        print(
+            f"  1 worker, metrics hub down {result['hub_down_rate']:>8,.0f} msg/s"
+            f"  ({result['hub_down_ratio']:.3f} of 1 worker without --metrics)"
+        )
     if "scaling_1.0" in bars:
         print(f"  bar {result['workers']} workers >= 1.0x one:  {met(bars['scaling_1.0'])}")
 
@@ -470,6 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure one worker with checkpoints off, to show what they cost",
     )
+    p.add_argument(
+        "--hub-down",
+        action="store_true",
+        help="also measure one worker reporting to a metrics hub that is down",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return p
 
@@ -497,7 +528,9 @@ def run(argv: list[str]) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        result = bench_alphabet(args.messages, args.repeat, args.workers, say, args.checkpoints)
+        result = bench_alphabet(
+            args.messages, args.repeat, args.workers, say, args.checkpoints, args.hub_down
+        )
     except BenchError as exc:
         print(f"actorflow bench: error: {exc}", file=sys.stderr)
         return 1
