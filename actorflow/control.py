@@ -44,6 +44,12 @@ def query_status(control: tuple[str, int], timeout: float = 10.0) -> dict[str, A
     if not isinstance(reply, ClusterStatus):
         msg = f"the cluster at {control[0]}:{control[1]} did not answer within {timeout:g} s"
         raise ClusterError(msg)
+    if reply.status.get("state") == "not the initializer":
+        msg = (
+            f"{control[0]}:{control[1]} is a joining worker's admin, not the initializer's "
+            "--control address"
+        )
+        raise ClusterError(msg)
     return reply.status
 
 
@@ -53,6 +59,8 @@ def shutdown_cluster(control: tuple[str, int], timeout: float = 60.0) -> Shutdow
     if not isinstance(reply, ShutdownDone):
         msg = f"the cluster at {control[0]}:{control[1]} did not answer within {timeout:g} s"
         raise ClusterError(msg)
+    if not reply.workers:
+        raise ClusterError(f"{control[0]}:{control[1]}: {reply.error or 'no cluster there'}")
     return reply
 
 
@@ -84,7 +92,7 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--control", required=True, help="a worker's control address host:port")
+    p.add_argument("--control", required=True, help="the initializer's control address host:port")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
 

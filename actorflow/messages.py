@@ -162,6 +162,17 @@ class CheckpointReached:
 
 
 @dataclass(frozen=True)
+class CheckpointFailed:
+    """A step could not write its part of ``checkpoint``: it never completes."""
+
+    checkpoint: int
+    epoch: int
+    stage_id: str
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SourceProgress:
     """From a source at each barrier: records taken so far from senders that cannot
     replay, in total and at this checkpoint (to report possible loss on rollback)."""

@@ -113,6 +113,8 @@ class ClusterRecord:
     worker_count: int
     workers: list = field(default_factory=list)  # [[name, control], ...]
     partitions: int = 0
+    pid: int = 0  # the worker command of the incarnation that wrote this file
+    pgid: int = 0  # its actor process group
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,26 @@ def read_cluster(files: WorkerFiles) -> ClusterRecord | None:
         raise ValueError(msg) from None
 
 
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # e.g. an actor address Thespian has not resolved yet
+        return False
+    return True
+
+
 def write_state(files: WorkerFiles, state: ClusterState) -> None:
-    atomic_write(files.actors, pickle.dumps(state.addresses))
-    plain = {k: v for k, v in asdict(state).items() if k != "addresses"}
+    kept = {
+        group: {k: v for k, v in entries.items() if _picklable(v)}
+        for group, entries in state.addresses.items()
+    }
+    atomic_write(files.actors, pickle.dumps(kept))
+    plain = {
+        "cluster_id": state.cluster_id,
+        "checkpoint": state.checkpoint,
+        "epoch": state.epoch,
+        "workers": list(state.workers),
+    }
     atomic_write(files.checkpoint, json.dumps(plain).encode())
 
 

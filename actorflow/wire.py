@@ -9,10 +9,11 @@ look like because their length header is the reserved value 0xFFFFFFFF::
     control frame = FF FF FF FF | u32 big-endian length | UTF-8 JSON object
 
 1. A replaying sender opens with ``{"hello": 1, "stream": "<name>"}``.
-2. The source answers ``{"resume": N}``: the sender sends its messages from index N
-   (0-based) on; the first N are covered by the last completed checkpoint.
-3. As checkpoints complete, the source sends ``{"ack": N}``: messages before N will
-   never be needed again.
+2. The source answers ``{"resume": N, "ack": A}``: the sender sends its messages from
+   index N (0-based) on (the source has taken the first N); the first A are covered by
+   the last completed checkpoint and will never be needed again.
+3. As checkpoints complete, the source sends ``{"ack": A}``. Only an ack, never a
+   resume, lets the sender forget messages: a rollback replays from the last ack.
 4. After a reconnect (a worker restarted, the cluster rolled back) the sender says
    hello again and resumes where it is told.
 

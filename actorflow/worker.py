@@ -33,7 +33,7 @@ from actorflow.messages import (
     WorkerInfo,
 )
 from actorflow.plan import compile_plan
-from actorflow.processes import become_subreaper, kill_group, reap_children
+from actorflow.processes import become_subreaper, group_alive, kill_group, reap_children
 from actorflow.resilience import (
     ClusterRecord,
     WorkerFiles,
@@ -88,6 +88,28 @@ def wait_for_control(host: str, port: int, timeout: float) -> None:
             time.sleep(0.2)
 
 
+def wait_for_previous_incarnation(record: ClusterRecord, wait: float = 5.0) -> None:
+    """Refuse to start beside a live incarnation of this worker (same command, alive);
+    wait briefly for the actors of a dead one, which its guard is ending."""
+    if record.pid and record.pid != os.getpid():
+        try:
+            with open(f"/proc/{record.pid}/cmdline", "rb") as f:
+                theirs = f.read().split(b"\0")
+            with open(f"/proc/{os.getpid()}/cmdline", "rb") as f:
+                ours = f.read().split(b"\0")
+        except OSError:  # gone (or no /proc): nothing runs beside us
+            theirs, ours = [], [b"", b"?"]
+        if theirs[1:] == ours[1:]:
+            msg = (
+                f"worker {record.worker!r} is running already (pid {record.pid}, same command); "
+                "stop it before starting it again"
+            )
+            raise ClusterError(msg)
+    deadline = time.monotonic() + wait
+    while record.pgid and group_alive(record.pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def check_port_free(host: str, port: int, flag: str, wait: float = 0.0) -> None:
     """Refuse a port another process listens on: Thespian would silently join its admin.
 
@@ -136,6 +158,8 @@ class Worker:
         compile_plan(app)
         files = WorkerFiles(cfg.resilience_dir, app.name, cfg.name)
         record, resume = self.read_files(files)
+        if record is not None:
+            wait_for_previous_incarnation(record)
         host, port = cfg.control
         if cfg.initializer:
             my_host, my_port = host, port
@@ -238,6 +262,8 @@ class Worker:
                 cfg.worker_count,
                 [list(w) for w in reply.workers],
                 cfg.settings.partitions,
+                os.getpid(),
+                self.pgid or 0,
             ),
         )
         self.summary = reply.summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,13 @@ from actorflow.testing import WorkerProcess, free_port
 from actorflow.tools.receive import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
+RESILIENCE_ROOT = tempfile.mkdtemp(prefix="actorflow-tests-")  # removed when the session ends
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    shutil.rmtree(RESILIENCE_ROOT, ignore_errors=True)
+
+
 APPS = ROOT / "apps"
 
 
@@ -87,6 +95,6 @@ def worker_args(in_port: int, out_port: int, *extra: str, name: str = "in") -> l
         "--log-level",
         "INFO",
         "--resilience-dir",
-        tempfile.mkdtemp(prefix="actorflow-test-"),
+        tempfile.mkdtemp(dir=RESILIENCE_ROOT),
         *extra,
     ]

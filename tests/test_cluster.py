@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import struct
 import subprocess
 import sys
 import threading
@@ -434,7 +433,6 @@ def test_topology_cases_cover_every_chain_and_worker_count():
     cases = topology_cases()
     assert {c for c, _ in cases} == set(CHAINS) and len(CHAINS) == 84
     assert {w for _, w in cases} == {1, 2, 3}
-    assert struct  # imported for frame helpers used by other tests
 
 
 def test_placement_failure_on_a_joiner_stops_every_worker(receivers, tmp_path):

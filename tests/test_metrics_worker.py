@@ -100,7 +100,6 @@ def test_workers_report_steps_workers_and_latency(workers, hub, collector_starte
             if s.labels.get("step") == "state2" and s.name.endswith("_total")
         ]
         assert sum(state_in) == n
-        assert alphabet_totals(frames)  # the data itself is checked by the other tests
 
 
 def test_a_worker_with_no_hub_keeps_processing_and_counts_dropped_reports(

@@ -46,6 +46,7 @@ class SinkActor(StageActor):
         self.written_bytes = 0
         self.connects = 0
         self.written_records = 0
+        self.barriers: deque = deque()  # (bytes written when reached, checkpoint)
         self.unwritten: deque = deque()  # [bytes not yet written, records] per batch
         self.e2e = Histogram()  # source ingest to sink write, per record (with --metrics)
         self.connect()
@@ -132,6 +133,8 @@ class SinkActor(StageActor):
             self.written_bytes += n
             del out[:n]
             self.count_written(n)
+            if self.barriers:
+                self.report_written()
         if len(out) <= self.limit:
             self.release()
 
@@ -174,16 +177,25 @@ class SinkActor(StageActor):
         return self.e2e.take().to_wire()
 
     def after_barrier(self, checkpoint: int) -> None:
-        """Everything before this checkpoint has reached this sink: tell the coordinator."""
+        """Everything before this checkpoint has reached this sink; once it is written
+        too, tell the coordinator (a rollback never replays output a checkpoint covers,
+        so output held for an absent receiver must be out before the checkpoint counts)."""
+        self.barriers.append((self.written_bytes + len(self.out), checkpoint))
+        self.report_written()
+
+    def report_written(self) -> None:
         assert self.config is not None
-        if self.config.coordinator is not None:
-            self.send(
-                self.config.coordinator,
-                CheckpointReached(checkpoint, self.epoch, self.stage_id, self.config.worker),
-            )
+        while self.barriers and self.barriers[0][0] <= self.written_bytes:
+            _, checkpoint = self.barriers.popleft()
+            if self.config.coordinator is not None:
+                self.send(
+                    self.config.coordinator,
+                    CheckpointReached(checkpoint, self.epoch, self.stage_id, self.config.worker),
+                )
 
     def retire(self, sender: Any) -> None:
-        if self.sock is not None:  # the replay will write what is held again
+        # Held output past the last completed checkpoint is produced again by the replay.
+        if self.sock is not None:
             self.sock.close()
             self.sock = None
         super().retire(sender)

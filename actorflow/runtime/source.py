@@ -131,6 +131,7 @@ class SourceActor(StageActor):
         # Offsets: data frames taken per acknowledged stream, counted from the restored
         # checkpoint; what each checkpoint covered; records from plain senders.
         self.offsets: dict[str, int] = {}
+        self.covered: dict[str, int] = {}  # what the last completed checkpoint covers
         self.offsets_at: dict[int, dict[str, int]] = {}
         self.streams: dict[str, _Connection] = {}
         self.plain = 0
@@ -144,6 +145,7 @@ class SourceActor(StageActor):
                 msg = f"checkpoint {restore}: the offsets file {path} is missing"
                 raise FileNotFoundError(msg)
             self.offsets = read_offsets(path)
+            self.covered = dict(self.offsets)
             self.generated = self.offsets.get("", 0)
             log.info(
                 "source %r: restored offsets of checkpoint %d: %s",
@@ -196,6 +198,7 @@ class SourceActor(StageActor):
         for old in [c for c in self.plain_at if c < checkpoint]:
             del self.plain_at[old]
         if offsets:
+            self.covered.update(offsets)
             for stream, offset in offsets.items():
                 conn = self.streams.get(stream)
                 if conn is not None:
@@ -234,8 +237,8 @@ class SourceActor(StageActor):
             self.wakeupAfter(timedelta(0), "generate")
             return SourceStarted(sid, worker, "generator", epoch=self.epoch)
         assert isinstance(cfg, TCPSourceConfig)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             # A fixed receive buffer (inherited by accepted connections) bounds what the
             # kernel holds for us while we pause; autotuning would let it grow to tens of MB.
@@ -354,14 +357,21 @@ class SourceActor(StageActor):
             return b""
         conn.greeted, conn.head = True, b""
         stream = str(hello.get("stream", ""))
-        if not stream or stream in self.streams:
-            why = "names no stream" if not stream else f"stream {stream!r} is already connected"
+        why = None
+        if not stream:
+            why = "names no stream"
+        elif self.config is not None and self.config.settings.checkpoint_every <= 0:
+            why = "this cluster takes no checkpoints (--time-between-checkpoints 0)"
+        if why:
             log.error(
                 "source %r: connection from %s %s; closing it", self.source_name, conn.peer, why
             )
             self.tell_sender(conn, {"error": why})
             self.close(conn, None)
             return b""
+        old = self.streams.get(stream)
+        if old is not None:  # the sender reconnected before we saw the old one close
+            self.close(old, f"replaced by a new connection of stream {stream!r}")
         conn.stream = stream
         self.streams[stream] = conn
         resume = self.offsets.setdefault(stream, 0)
@@ -372,7 +382,7 @@ class SourceActor(StageActor):
             conn.peer,
             resume,
         )
-        self.tell_sender(conn, {"resume": resume})
+        self.tell_sender(conn, {"resume": resume, "ack": self.covered.get(stream, 0)})
         return buf[end:]
 
     def close(self, conn: _Connection, why: str | None) -> None:

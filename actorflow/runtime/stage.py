@@ -37,6 +37,7 @@ from actorflow.messages import (
     Barrier,
     Batch,
     CheckpointDone,
+    CheckpointFailed,
     Configure,
     Configured,
     EncodedBatch,
@@ -89,6 +90,7 @@ class StageActor(PlacedActor):
         self.early: dict[tuple[str, int], dict[int, Any]] = {}  # batches that overtook others
         self.reordered = 0
         self.stale_dropped = 0
+        self.internal_errors = 0
         # checkpoint alignment
         self.held: dict[tuple[str, int], deque] = {}  # links that delivered the barrier
         self.aligning = 0
@@ -244,8 +246,23 @@ class StageActor(PlacedActor):
         if len(self.held) < self.config.inputs:
             return
         # The barrier came on every input: everything before it is in our state.
-        self.checkpoint(checkpoint)
-        self.checkpoints += 1
+        try:
+            self.checkpoint(checkpoint)
+            self.checkpoints += 1
+        except Exception as exc:  # the checkpoint fails; processing goes on
+            why = f"{type(exc).__name__}: {exc}"
+            log.error("%s: cannot write checkpoint %d: %s", self.name, checkpoint, why)
+            if self.config.coordinator is not None:
+                self.send(
+                    self.config.coordinator,
+                    CheckpointFailed(
+                        checkpoint,
+                        self.epoch,
+                        self.stage_id,
+                        self.config.worker,
+                        f"{self.name}: {why}",
+                    ),
+                )
         for o in self.outlets.values():
             o.barrier(checkpoint)
         self.after_barrier(checkpoint)
@@ -286,9 +303,18 @@ class StageActor(PlacedActor):
         self.batches_in += 1
         self.records_in += len(msg.records)
         started = time.monotonic()
-        out = self.process(msg.records)
-        self.processed(msg.records, time.monotonic() - started)
-        self.emit(out, msg.born)
+        try:
+            out = self.process(msg.records)
+            self.processed(msg.records, time.monotonic() - started)
+            self.emit(out, msg.born)
+        except Exception:  # a bug of ours: log it, and keep the link's credit
+            self.internal_errors += 1
+            log.error(
+                "%s: batch %d dropped by an internal error:\n%s",
+                self.name,
+                msg.seq,
+                traceback.format_exc(),
+            )
         ack = Ack(msg.link, msg.seq)
         if self.backlogged():
             self.deferred.append((sender, ack))
@@ -381,6 +407,8 @@ class StageActor(PlacedActor):
             "buffered": sum(o.backlog for o in self.outlets.values()),
             "held_acks": len(self.deferred),
             "reordered": self.reordered,
+            "stale_dropped": self.stale_dropped,
+            "internal_errors": self.internal_errors,
             "checkpoints": self.checkpoints,
             "epoch": self.epoch,
         }

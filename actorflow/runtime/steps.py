@@ -149,7 +149,11 @@ class KeyedState:
             try:
                 state = states[key]
             except KeyError:
-                state = states[key] = make()
+                try:
+                    state = states[key] = make()
+                except Exception as exc:
+                    errors.report(exc, key, value)
+                    continue
             try:
                 result = func(value, state)
             except Exception as exc:

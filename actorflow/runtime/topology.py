@@ -35,6 +35,7 @@ from actorflow.loader import load_application
 from actorflow.messages import (
     BuildCluster,
     CheckpointDone,
+    CheckpointFailed,
     CheckpointReached,
     ClusterFailed,
     ClusterReady,
@@ -78,8 +79,9 @@ ACTOR_CLASSES = {
 STATUS_TIMEOUT = timedelta(seconds=2)
 RETIRE_TIMEOUT = timedelta(seconds=3)
 PROBE_EVERY = timedelta(milliseconds=500)
-PROBE_MISSES = 2  # failed probes in a row before a worker counts as lost
-PLACE_TIMEOUT = timedelta(seconds=20)
+PROBE_MISSES = 3  # failed probes in a row before a worker counts as lost
+PLACE_TIMEOUT = timedelta(seconds=10)
+CHECKPOINT_TIMEOUT = 10.0  # seconds before an unfinished checkpoint is abandoned
 
 
 def probe(control: str) -> bool:
@@ -120,7 +122,9 @@ class TopologyActor(PlacedActor):
         self.pending: int | None = None  # checkpoint under way
         self.pending_since = 0.0
         self.reached: set[tuple[str, str]] = set()
-        self.progress: dict[tuple[str, str], tuple[int, int]] = {}  # source -> (cp, plain)
+        # per source: plain-sender records taken by each checkpoint started since the last
+        # completed one (what a dead worker's sources took after it is lost, at least)
+        self.progress: dict[tuple[str, str], dict[int, int]] = {}
         self.possibly_lost = 0
         self.lost: set[str] = set()
         self.misses: dict[str, int] = {}
@@ -128,6 +132,8 @@ class TopologyActor(PlacedActor):
         self.started_at = 0.0
         self.placed_at = 0.0
         self.recoveries = 0
+        self.ever_ready = False
+        self.checkpoint_failure = ""
         self.status_waiters: list[Any] = []
         self.status_replies: dict[tuple[str, str], dict] = {}
         self.status_round = 0
@@ -145,8 +151,13 @@ class TopologyActor(PlacedActor):
     def dispatch(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, CheckpointReached):
             self.on_checkpoint_reached(msg)
+        elif isinstance(msg, CheckpointFailed):
+            if msg.epoch == self.epoch and msg.checkpoint == self.pending:
+                self.abandon_checkpoint(msg.reason)
         elif isinstance(msg, SourceProgress):
-            self.progress[(msg.stage_id, msg.worker)] = (msg.checkpoint, msg.unreplayable)
+            if msg.checkpoint >= self.checkpoint:
+                seen = self.progress.setdefault((msg.stage_id, msg.worker), {})
+                seen[msg.checkpoint] = msg.unreplayable
         elif isinstance(msg, WakeupMessage):
             self.on_wakeup(msg.payload)
         elif isinstance(msg, BuildCluster):
@@ -229,10 +240,19 @@ class TopologyActor(PlacedActor):
         if info.cluster_id is not None and info.cluster_id != self.cluster_id:
             return (f"its resilience files belong to another cluster ({info.cluster_id})", True)
         known = info.name in self.order
+        if known and self.incarnation_alive(info.name):
+            current = self.members[info.name]
+            return (
+                f"worker {info.name!r} is running already (its control address "
+                f"{current.control} answers); stop it before starting it again",
+                False,
+            )
         if info.cluster_id is not None:
             if not known:
                 return (f"worker {info.name!r} is not a member of cluster {self.cluster_id}", True)
             return None  # a member restarting from its files
+        if known and not self.ever_ready:
+            return None  # it died during the first placement, before it had files
         if self.order:  # placed before (or resuming): only members with their files
             if known:
                 return (
@@ -249,6 +269,15 @@ class TopologyActor(PlacedActor):
                 False,
             )
         return None
+
+    def incarnation_alive(self, name: str) -> bool:
+        """True if the incarnation of ``name`` we know is still there."""
+        current = self.members.get(name)
+        if current is None or name in self.lost or name in self.dead_workers:
+            return False
+        if self.request is not None and name == self.request.initializer.name:
+            return True
+        return current.uid in self.registered and probe(current.control)
 
     def on_join(self, msg: JoinCluster, sender: Any) -> None:
         if self.request is None:
@@ -317,8 +346,17 @@ class TopologyActor(PlacedActor):
 
     # ---- placing ------------------------------------------------------------
 
+    def count_dead_sources_loss(self) -> None:
+        """Plain-sender records that sources on dead workers took after the checkpoint
+        we roll back to (a lower bound: what came after their last barrier is unknown)."""
+        for (_, worker), seen in self.progress.items():
+            if worker in self.dead_workers and seen:
+                self.possibly_lost += max(seen.values()) - seen.get(self.checkpoint, 0)
+        self.progress = {}
+
     def place_all(self) -> None:
         """Retire the previous placement (if any), then place the app anew."""
+        self.count_dead_sources_loss()
         self.epoch += 1
         self.pending = None
         self.reached.clear()
@@ -367,6 +405,7 @@ class TopologyActor(PlacedActor):
             self.addresses[(p.id, p.worker)] = self.createActor(
                 ACTOR_CLASSES[p.stage.kind], targetActorRequirements=where
             )
+        self.save()  # the epoch first: a restarted initializer must place above it
         routes = wire(plan, placement, self.addresses)
         inputs = fan_in(plan, placement)
         self.configuring = set()
@@ -427,6 +466,7 @@ class TopologyActor(PlacedActor):
             return
         assert self.placement is not None
         self.state = "starting"
+        self.save()  # every actor's address is known now
         self.starting = set()
         for p in self.placement.placed:
             if p.stage.kind == "source":
@@ -452,6 +492,7 @@ class TopologyActor(PlacedActor):
         assert req is not None
         first = self.recoveries == 0 and not req.resume
         self.state = "running"
+        self.ever_ready = True
         self.misses = {}
         self.save()
         took = time.monotonic() - (self.started_at if first else self.placed_at)
@@ -531,6 +572,16 @@ class TopologyActor(PlacedActor):
         for p in sources:
             self.send(self.addresses[(p.id, p.worker)], StartCheckpoint(self.pending, self.epoch))
 
+    def abandon_checkpoint(self, why: str) -> None:
+        log.error(
+            "topology: checkpoint %s abandoned: %s; the last completed one stays %d",
+            self.pending,
+            why,
+            self.checkpoint,
+        )
+        self.checkpoint_failure = f"checkpoint {self.pending}: {why}"
+        self.pending = None
+
     def on_checkpoint_reached(self, msg: CheckpointReached) -> None:
         if msg.epoch != self.epoch or msg.checkpoint != self.pending:
             return
@@ -541,6 +592,9 @@ class TopologyActor(PlacedActor):
             return
         self.checkpoint = msg.checkpoint
         self.pending = None
+        for seen in self.progress.values():
+            for old in [c for c in seen if c < self.checkpoint]:
+                del seen[old]
         self.save()
         took = time.monotonic() - self.pending_since
         log.debug("topology: checkpoint %d complete in %.3f s", self.checkpoint, took)
@@ -566,6 +620,10 @@ class TopologyActor(PlacedActor):
             )
             self.create_placement()
         elif what == "checkpoint" and round_ == self.epoch and self.state == "running":
+            if self.pending is not None and time.monotonic() - self.pending_since > max(
+                CHECKPOINT_TIMEOUT, 10 * self.request.settings.checkpoint_every
+            ):
+                self.abandon_checkpoint("it did not complete in time (a receiver away?)")
             self.start_checkpoint()
             self.schedule_checkpoint()
         elif what == "probe" and round_ == self.epoch and self.state == "running":
@@ -618,6 +676,9 @@ class TopologyActor(PlacedActor):
     # ---- shutting down ------------------------------------------------------
 
     def on_shutdown(self, sender: Any) -> None:
+        if self.request is None:
+            self.send(sender, ShutdownDone(0, (), "not the initializer's control address"))
+            return
         self.shutdown_waiters.append(sender)
         if self.state == "running":
             if self.pending is None:
@@ -645,6 +706,9 @@ class TopologyActor(PlacedActor):
     # ---- status -------------------------------------------------------------
 
     def on_status_query(self, sender: Any) -> None:
+        if self.request is None:  # asked through a joiner's admin: no cluster here
+            self.send(sender, ClusterStatus({"state": "not the initializer"}))
+            return
         self.status_waiters.append(sender)
         if len(self.status_waiters) > 1:
             return  # a round is under way; it answers everyone
@@ -679,6 +743,7 @@ class TopologyActor(PlacedActor):
             "lost_workers": sorted(self.lost),
             "recoveries": self.recoveries,
             "records_possibly_lost": self.possibly_lost,
+            "last_checkpoint_failure": self.checkpoint_failure,
         }
         if self.plan is not None and self.placement is not None:
             status.update(self.summary())

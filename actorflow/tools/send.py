@@ -272,6 +272,7 @@ def send_acked(
                 f"accept connections ({acked} of {total} messages acknowledged)"
             ) from None
         buf = bytearray()
+        sock.settimeout(min(patience, 10.0))  # a blocked write counts as a lost connection
         try:
             sock.sendall(control_frame({"hello": 1, "stream": stream}))
             resume = None
@@ -284,8 +285,8 @@ def send_acked(
                         raise SendError(f"the source refused stream {stream!r}: {message['error']}")
                     if "resume" in message:
                         resume = int(message["resume"])
+                        acked = max(acked, min(int(message.get("ack", 0)), total))
             pos = min(resume, total)
-            acked = max(acked, pos)
             while acked < total:
                 if pos < total and not (stop is not None and stop.is_set()):
                     chunk = frames[pos : pos + batch_size]
