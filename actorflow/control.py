@@ -76,11 +76,14 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"worker {worker}:")
         for a in group:
             figures = actors.get(f"{a['stage']}@{worker}", {})
-            extra = (
-                f", {a['partitions']} partitions, {figures.get('keys', 0)} keys"
-                if (a["kind"] == "state")
-                else ""
-            )
+            extra = ""
+            if a["kind"] == "state":
+                keys = figures.get("key_sample", [])
+                shown = ", ".join(keys[:10]) + (" ..." if figures.get("keys", 0) > 10 else "")
+                extra = (
+                    f", partitions {a.get('partition_ranges', '?')}, "
+                    f"{figures.get('keys', 0)} keys ({shown})"
+                )
             lines.append(
                 f"  {a['stage']:<12} {a['kind']:<7} in {figures.get('records_in', '?'):>10} "
                 f"out {figures.get('records_out', '?'):>10} errors {figures.get('errors', '?')}"

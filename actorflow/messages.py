@@ -87,6 +87,7 @@ class Route:
     kind: str
     targets: tuple[Any, ...]
     sink: tuple[int, int] | None = None
+    workers: tuple[str, ...] = ()  # partitioned: the worker of each target
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Configure:
     files: Any = None  # resilience.WorkerFiles
     coordinator: Any = None  # the topology actor's address
     metrics: Any = None  # the worker's metrics reporter actor, or None
+    controls: Any = None  # worker name -> control address, to tell a dead owner
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,16 @@ class CheckpointFailed:
     stage_id: str
     worker: str
     reason: str
+
+
+@dataclass(frozen=True)
+class OwnerUnreachable:
+    """From a router: it gave up on ``worker`` and drops records for its keys; the
+    cluster must roll back (replaying them) once that worker is back or found alive."""
+
+    worker: str
+    stage_id: str
+    reporter: str
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ def wire(
             if nxt.kind == "state":
                 table = placement.owners[nxt.id]
                 targets = tuple(addresses[(nxt.id, w)] for w in table)
-                mine.append(Route("partitioned", targets))
+                mine.append(Route("partitioned", targets, workers=tuple(table)))
             elif nxt.kind == "sink":
                 target = (addresses[(nxt.id, p.worker)],)
                 mine.append(Route("encoded", target, (nxt.app_stages[0], nxt.sink_index)))
@@ -254,9 +254,25 @@ def describe(plan: Plan, placement: Placement) -> dict[str, Any]:
         ],
         "workers": {
             w: [
-                {"stage": p.stage.id, "kind": p.stage.kind, "partitions": len(p.partitions)}
+                {
+                    "stage": p.stage.id,
+                    "kind": p.stage.kind,
+                    "partitions": len(p.partitions),
+                    "partition_ranges": ranges(p.partitions),
+                }
                 for p in placement.on(w)
             ]
             for w in placement.workers
         },
     }
+
+
+def ranges(numbers: tuple[int, ...]) -> str:
+    """``(0, 1, 2, 5)`` as ``"0-2,5"``."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and int(out[-1].split("-")[-1]) == n - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out)

@@ -108,6 +108,9 @@ def test_alphabet_spreads_keys_and_keeps_per_key_order(workers, receivers, clust
     }
     assert set(owned) == set(cluster.names) and sum(owned.values()) == 120
     assert max(owned.values()) - min(owned.values()) <= 1
+    # status names the keys each worker owns: the ones whose outputs came from it
+    for name, got in zip(cluster.names, keys, strict=True):
+        assert set(status["actors"][f"state2@{name}"]["key_sample"]) == got
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])

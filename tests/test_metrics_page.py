@@ -305,3 +305,54 @@ def test_page_shows_the_cluster(hub, tmp_path):
         feeder.stopped.set()
         feeder.join(10)
     assert feeder.error is None, feeder.error
+
+
+def test_page_shows_a_real_clusters_figures(tmp_path):
+    """A real two-worker cluster reports to a real hub; the page shows its figures."""
+    from actorflow.metrics.hub import Hub
+    from actorflow.testing import Cluster
+    from actorflow.tools.gen import alphabet_frames
+    from actorflow.tools.send import send
+    from tests.conftest import APPS, Collector
+
+    hub = Hub(("127.0.0.1", 0), ("127.0.0.1", 0))
+    hub.start()
+    out = Collector()
+    out.receiver.start()
+    host, port = hub.report_address
+    cluster = Cluster(
+        str(APPS / "alphabet.py"),
+        2,
+        [out.port],
+        source_name="alphabet",
+        log_dir=str(tmp_path / "cluster"),
+        extra=["--metrics", f"{host}:{port}"],
+    )
+    try:
+        cluster.start()
+        n = 40_000
+        send("127.0.0.1", cluster.inputs[0], alphabet_frames(n, seed=2), log=None)
+        assert out.wait_for(n, 60)
+        deadline = time.monotonic() + 20
+        while True:
+            steps = {s["id"]: s for s in api(hub.url)["steps"]}
+            state = steps.get("state2", {})
+            if state.get("records_out") == n and len(state.get("per_worker", [])) == 2:
+                break
+            assert time.monotonic() < deadline, steps
+            time.sleep(0.2)
+        html = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", hub.url)
+        page = Figures()
+        page.feed(html.stdout.decode())
+        assert float(page.find(data_metric="records_out", data_step="state2")["data-value"]) == n
+        per_worker = [
+            float(page.find(data_metric="records_out", data_step=f"state2@{w}")["data-value"])
+            for w in cluster.names
+        ]
+        assert all(v > 0 for v in per_worker) and sum(per_worker) == n
+        for w in cluster.names:
+            assert page.find(data_metric="status", data_worker=w)["text"] == "up"
+    finally:
+        cluster.stop()
+        out.receiver.stop()
+        hub.stop()

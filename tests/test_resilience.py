@@ -461,3 +461,30 @@ def test_a_second_copy_of_a_running_worker_is_refused(runs):
     want = alphabet_totals(frames)
     assert run.wait_totals(want) == want
     assert query_status(("127.0.0.1", run.cluster.control))["state"] == "running"
+
+
+def test_while_the_initializer_is_down_the_others_keep_processing(runs):
+    """The initializer owns partitions too; while it is down, keys other workers own
+    keep flowing (records for its keys are dropped until the rollback replays them)."""
+    from actorflow.partitioning import owners, partition_of
+
+    run = runs(2)
+    run.cluster.start()
+    table = owners(120, run.cluster.names)
+    theirs = [c for c in "abcdefghijklmnopqrstuvwxyz" if table[partition_of(c, 120)] == "worker2"]
+    assert theirs, "worker2 owns no letter"
+    run.kill(0)  # the initializer
+    frames = alphabet_frames(60_000, seed=17)  # more than the windows towards worker1 hold
+    send("127.0.0.1", run.cluster.inputs[1], frames, log=None)  # worker2's source
+    want = {k: v for k, v in running_totals(frames).items() if k in theirs}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = {k: v for k, v in dedupe_per_key(run.out.lines()).items() if k in theirs}
+        if got == want:
+            break
+        time.sleep(0.1)
+    assert got == want
+    assert "does not answer; its keys' records are dropped" in run.current(1).log()
+    run.restart(0)  # it comes back and the cluster rolls back to its last checkpoint
+    status = query_status(("127.0.0.1", run.cluster.control))
+    assert status["state"] == "running" and status["records_possibly_lost"] > 0

@@ -12,6 +12,7 @@ window, in order with the batches.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,11 @@ class Outlet:
         self.born = 0.0  # when the oldest record in buf entered the cluster
         self.sealed: deque = deque()
         self.sealed_records = 0
+        self.worker = ""  # the target's worker, for partitioned links
+        self.last_ack = 0.0  # monotonic time of the last acknowledgement (or first send)
+        self.dead = False  # the target's worker is gone: records are dropped until rollback
+        self.misses = 0  # looks at the target's worker that found it gone, in a row
+        self.dropped = 0
         self.in_flight = 0
         self.seq = 0
         self.sent_records = 0
@@ -60,8 +66,17 @@ class Outlet:
 
     @property
     def backlog(self) -> int:
-        """Records waiting for credit."""
+        """Records waiting for credit (none for a dead target: they are dropped)."""
         return len(self.buf) + self.sealed_records
+
+    def give_up(self) -> None:
+        """The target's worker is gone: drop what waits for it, and all that comes, until
+        the rollback that its restart brings replays them (they are counted)."""
+        self.dead = True
+        self.dropped += len(self.buf) + self.sealed_records
+        self.buf.clear()
+        self.sealed.clear()
+        self.sealed_records = 0
 
     def _cut(self) -> Any:
         """The next batch from the front of buf, with the next sequence number."""
@@ -86,6 +101,12 @@ class Outlet:
 
     def pump(self) -> None:
         """Send what the window allows: sealed messages first, then batches from buf."""
+        if self.dead:
+            self.dropped += len(self.buf)
+            self.buf.clear()
+            return
+        if self.in_flight == 0:
+            self.last_ack = time.monotonic()
         while self.in_flight < self.window:
             if self.sealed:
                 msg = self.sealed.popleft()
@@ -100,6 +121,8 @@ class Outlet:
 
     def barrier(self, checkpoint: int) -> None:
         """Queue everything buffered, then a barrier for ``checkpoint``, in that order."""
+        if self.dead:
+            return  # the checkpoint cannot complete anyway; the rollback comes first
         while self.buf:
             msg = self._cut()
             self.sealed_records += msg.count if self.encoded else len(msg.records)
@@ -110,6 +133,7 @@ class Outlet:
 
     def acked(self) -> None:
         self.in_flight -= 1
+        self.last_ack = time.monotonic()
         self.pump()
 
 
@@ -212,10 +236,11 @@ def build_routes(
         elif r.kind == "partitioned":
             distinct: dict[str, Outlet] = {}
             by_partition = []
-            for t in r.targets:
+            for i, t in enumerate(r.targets):
                 o = distinct.get(str(t))
                 if o is None:
                     o = distinct[str(t)] = outlet(t)
+                    o.worker = r.workers[i] if r.workers else ""
                 by_partition.append(o)
             built.append(PartitionedRoute(list(distinct.values()), by_partition, router_errors))
         else:

@@ -15,6 +15,7 @@ sends the barrier on every outlet, and takes up the held batches.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import traceback
 from collections import deque
@@ -41,6 +42,7 @@ from actorflow.messages import (
     Configure,
     Configured,
     EncodedBatch,
+    OwnerUnreachable,
     Retire,
     Retired,
     StageReport,
@@ -58,6 +60,19 @@ log = logging.getLogger("actorflow.stage")
 
 _DATA = (Batch, EncodedBatch, Barrier)
 METRICS_EVERY = timedelta(seconds=1)
+OWNER_CHECK_EVERY = timedelta(seconds=1)
+OWNER_STUCK = 2.0  # seconds without an acknowledgement before the owner is looked at
+OWNER_MISSES = 3  # failed looks in a row (a second apart) before giving up on it
+
+
+def reachable(control: str) -> bool:
+    """True if a worker's admin accepts a TCP connection on its control address."""
+    host, _, port = control.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=0.3).close()
+    except OSError:
+        return False
+    return True
 
 
 class PlacedActor(Actor):
@@ -117,6 +132,8 @@ class StageActor(PlacedActor):
             elif cls is WakeupMessage:
                 if msg.payload == "metrics":
                     self.report_metrics()
+                elif msg.payload == "owners":
+                    self.check_owners()
                 else:
                     self.on_wakeup(msg.payload)
             elif cls is Configure:
@@ -182,6 +199,10 @@ class StageActor(PlacedActor):
             if cfg.metrics is not None:
                 self.latency = Histogram()
                 self.wakeupAfter(METRICS_EVERY, "metrics")
+            if cfg.controls and any(
+                o.worker and o.worker != cfg.worker for o in self.outlets.values()
+            ):
+                self.wakeupAfter(OWNER_CHECK_EVERY, "owners")
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
             log.error("%s: configuration failed: %s", stage_id, traceback.format_exc())
@@ -330,6 +351,41 @@ class StageActor(PlacedActor):
         if self.latency is not None:
             self.latency.record(seconds)
 
+    def check_owners(self) -> None:
+        """A link to another worker that has had no acknowledgement for a while: if that
+        worker is gone, stop waiting for it, so the keys of live workers keep flowing.
+        What its keys get meanwhile is dropped and counted; the rollback that its
+        restart brings replays it."""
+        if self.retired or self.config is None:
+            return
+        now = time.monotonic()
+        for o in self.outlets.values():
+            if o.dead or not o.worker or o.worker == self.config.worker or not o.in_flight:
+                continue
+            if now - o.last_ack < OWNER_STUCK:
+                continue
+            control = self.config.controls.get(o.worker)
+            if not control or reachable(control):
+                o.misses = 0
+                continue
+            o.misses += 1
+            if o.misses >= OWNER_MISSES:
+                o.give_up()
+                log.warning(
+                    "%s: worker %s does not answer; its keys' records are dropped until the "
+                    "cluster rolls back (the others go on)",
+                    self.name,
+                    o.worker,
+                )
+                if self.config.coordinator is not None:
+                    self.send(
+                        self.config.coordinator,
+                        OwnerUnreachable(o.worker, self.stage_id, self.config.worker),
+                    )
+        if not self.backlogged():
+            self.release()
+        self.wakeupAfter(OWNER_CHECK_EVERY, "owners")
+
     def report_metrics(self) -> None:
         """Send this interval's figures to the worker's reporter."""
         if self.retired or self.config is None or self.config.metrics is None:
@@ -408,6 +464,7 @@ class StageActor(PlacedActor):
             "held_acks": len(self.deferred),
             "reordered": self.reordered,
             "stale_dropped": self.stale_dropped,
+            "dropped_for_lost_owners": sum(o.dropped for o in self.outlets.values()),
             "internal_errors": self.internal_errors,
             "checkpoints": self.checkpoints,
             "epoch": self.epoch,

@@ -12,6 +12,8 @@ from actorflow.runtime.steps import ErrorLog, KeyedState, run_ops, stateless_ops
 
 log = logging.getLogger("actorflow.state")
 
+KEY_SAMPLE = 50  # keys a status report lists per state actor
+
 
 class ChainActor(StageActor):
     """Runs a chain of stateless steps (and key_by / collect) on each batch."""
@@ -84,6 +86,8 @@ class StateActor(StageActor):
 
     def counters(self) -> dict:
         c = super().counters()
-        c["keys"] = len(self.state.states) if hasattr(self, "state") else 0
+        states = self.state.states if hasattr(self, "state") else {}
+        c["keys"] = len(states)
+        c["key_sample"] = sorted(str(k) for k in list(states)[:KEY_SAMPLE])
         c["partitions"] = len(self.config.stage.partitions) if self.config else 0
         return c

@@ -15,7 +15,6 @@ goes on processing beside the new one.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import traceback
 import uuid
@@ -44,6 +43,7 @@ from actorflow.messages import (
     Configured,
     JoinCluster,
     JoinRefused,
+    OwnerUnreachable,
     Retire,
     Retired,
     ShutdownCluster,
@@ -63,7 +63,12 @@ from actorflow.resilience import ClusterState, WorkerFiles, stale_hint, write_st
 from actorflow.runtime.reporter import MetricsReporter
 from actorflow.runtime.sink import SinkActor
 from actorflow.runtime.source import SourceActor
-from actorflow.runtime.stage import WORKER_CAPABILITY, WORKER_UID_CAPABILITY, PlacedActor
+from actorflow.runtime.stage import (
+    WORKER_CAPABILITY,
+    WORKER_UID_CAPABILITY,
+    PlacedActor,
+)
+from actorflow.runtime.stage import reachable as probe
 from actorflow.runtime.step import ChainActor, RouterActor, StateActor
 
 log = logging.getLogger("actorflow.topology")
@@ -82,16 +87,6 @@ PROBE_EVERY = timedelta(milliseconds=500)
 PROBE_MISSES = 3  # failed probes in a row before a worker counts as lost
 PLACE_TIMEOUT = timedelta(seconds=10)
 CHECKPOINT_TIMEOUT = 10.0  # seconds before an unfinished checkpoint is abandoned
-
-
-def probe(control: str) -> bool:
-    """True if the worker's admin accepts a TCP connection on its control address."""
-    host, _, port = control.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=0.3).close()
-    except OSError:
-        return False
-    return True
 
 
 class TopologyActor(PlacedActor):
@@ -154,6 +149,8 @@ class TopologyActor(PlacedActor):
         elif isinstance(msg, CheckpointFailed):
             if msg.epoch == self.epoch and msg.checkpoint == self.pending:
                 self.abandon_checkpoint(msg.reason)
+        elif isinstance(msg, OwnerUnreachable):
+            self.on_owner_unreachable(msg)
         elif isinstance(msg, SourceProgress):
             if msg.checkpoint >= self.checkpoint:
                 seen = self.progress.setdefault((msg.stage_id, msg.worker), {})
@@ -429,6 +426,7 @@ class TopologyActor(PlacedActor):
                 files=files,
                 coordinator=self.myAddress,
                 metrics=reporters.get(p.worker),
+                controls={n: self.members[n].control for n in self.order},
             )
             self.send(self.addresses[key], cfg)
         self.wakeupAfter(PLACE_TIMEOUT, ("placing", self.epoch))
@@ -660,6 +658,18 @@ class TopologyActor(PlacedActor):
                 )
                 if recover:
                     self.begin_recovery(f"worker {name!r} was lost")
+
+    def on_owner_unreachable(self, msg: OwnerUnreachable) -> None:
+        """A router drops records for a worker it lost: only a rollback replays them."""
+        if self.state != "running" or msg.worker in self.lost:
+            return  # a recovery is under way already, or the loss is known
+        info = self.members.get(msg.worker)
+        if info is not None and not probe(info.control):
+            return  # our own probes will find it lost and recover
+        self.begin_recovery(
+            f"{msg.stage_id}@{msg.reporter} dropped records for worker {msg.worker!r}, "
+            "which answers again"
+        )
 
     def begin_recovery(self, why: str) -> None:
         """Stop checkpoints; re-place everything once every worker is back."""
