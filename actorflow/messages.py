@@ -265,6 +265,7 @@ class JoinCluster:
 
     worker: WorkerInfo
     worker_count: int
+    settings: Any = None  # plan.Settings of the joining worker: must match the cluster's
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,7 @@ class Worker:
                 host,
                 port,
             )
-            control.tell(topology, JoinCluster(me, cfg.worker_count))
+            control.tell(topology, JoinCluster(me, cfg.worker_count, cfg.settings))
             reply = self._await_cluster(control, host, port)
         if isinstance(reply, JoinRefused) and reply.stale:
             raise ClusterError(

@@ -463,3 +463,16 @@ def test_placement_failure_on_a_joiner_stops_every_worker(receivers, tmp_path):
     finally:
         cluster.stop()
         busy.close()
+
+
+def test_a_joiner_with_other_settings_is_refused(receivers, clusters):
+    (out,) = receivers(1)
+    cluster = clusters(str(APPS / "alphabet.py"), 2, [out.port])
+    first = cluster.start_worker(0)
+    odd = cluster.start_worker(1, "--window", "2", "--batch-size", "100")
+    assert odd.proc.wait(60) == 1
+    assert "settings differ from the initializer's: --batch-size 100" in odd.log()
+    assert "--window 2 (the cluster's: 4)" in odd.log()
+    good = cluster.start_worker(1)
+    first.wait_ready(60)
+    good.wait_ready(60)

@@ -234,6 +234,20 @@ class TopologyActor(PlacedActor):
                 f"the initializer {req.initializer.name!r} says {req.worker_count}",
                 False,
             )
+        if join.settings is not None and join.settings != req.settings:
+            differ = [
+                f"--{f.replace('_', '-')} {getattr(join.settings, f)} (the cluster's: "
+                f"{getattr(req.settings, f)})"
+                for f in ("batch_size", "window", "partitions", "max_frame_size", "sink_buffer")
+                if getattr(join.settings, f) != getattr(req.settings, f)
+            ]
+            if join.settings.checkpoint_every != req.settings.checkpoint_every:
+                differ.append(
+                    f"--time-between-checkpoints {join.settings.checkpoint_every:g} (the "
+                    f"cluster's: {req.settings.checkpoint_every:g})"
+                )
+            if differ:
+                return (f"settings differ from the initializer's: {', '.join(differ)}", False)
         if info.cluster_id is not None and info.cluster_id != self.cluster_id:
             return (f"its resilience files belong to another cluster ({info.cluster_id})", True)
         known = info.name in self.order
