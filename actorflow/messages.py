@@ -316,8 +316,6 @@ class ClusterFailed:
 class StatusQuery:
     """Ask an actor (or the topology actor, for the whole cluster) for its figures."""
 
-    detail: bool = True
-
 
 @dataclass(frozen=True)
 class StageStatus:

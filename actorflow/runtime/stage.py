@@ -108,7 +108,6 @@ class StageActor(PlacedActor):
         self.internal_errors = 0
         # checkpoint alignment
         self.held: dict[tuple[str, int], deque] = {}  # links that delivered the barrier
-        self.aligning = 0
         self.checkpoints = 0
         self.retired = False
         self.latency: Histogram | None = None  # per batch, this interval (with --metrics)
@@ -263,7 +262,6 @@ class StageActor(PlacedActor):
     def on_barrier(self, link: tuple[str, int], checkpoint: int) -> None:
         assert self.config is not None
         self.held[link] = deque()
-        self.aligning = checkpoint
         if len(self.held) < self.config.inputs:
             return
         # The barrier came on every input: everything before it is in our state.
@@ -287,7 +285,6 @@ class StageActor(PlacedActor):
         for o in self.outlets.values():
             o.barrier(checkpoint)
         self.after_barrier(checkpoint)
-        self.aligning = 0
         held, self.held = self.held, {}
         for hlink, queue in held.items():
             while queue:
