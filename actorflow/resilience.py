@@ -54,6 +54,11 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "app"
 
 
+def _safe_app(name: str) -> str:
+    """An app's part of a file name: no "-", which separates it from the worker's part."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", name).strip("._") or "app"
+
+
 @dataclass(frozen=True)
 class WorkerFiles:
     """The names of one worker's resilience files."""
@@ -64,7 +69,7 @@ class WorkerFiles:
 
     @property
     def base(self) -> str:
-        return os.path.join(self.folder, f"{PREFIX}{_safe(self.app)}-{_safe(self.worker)}")
+        return os.path.join(self.folder, f"{PREFIX}{_safe_app(self.app)}-{_safe(self.worker)}")
 
     @property
     def cluster(self) -> str:
@@ -207,7 +212,7 @@ def read_offsets(path: str) -> dict[str, int]:
 
 def all_files(folder: str, app: str | None = None) -> list[str]:
     """Every actorflow resilience file in ``folder`` (of one app, if given)."""
-    pattern = f"{PREFIX}{_safe(app)}-*" if app else f"{PREFIX}*"
+    pattern = f"{PREFIX}{_safe_app(app)}-*" if app else f"{PREFIX}*"
     return sorted(
         p
         for p in glob.glob(os.path.join(glob.escape(folder), pattern))

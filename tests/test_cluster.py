@@ -242,8 +242,9 @@ def test_design_document_command_lines_in_any_order(receivers, tmp_path):
 def test_refused_workers_leave_the_cluster_unharmed(receivers, clusters):
     (out,) = receivers(1)
     cluster = clusters(str(APPS / "alphabet.py"), 3, [out.port])
-    cluster.start_worker(0)
+    first = cluster.start_worker(0)
     cluster.start_worker(1)
+    assert first.wait_log("worker 'worker2' joined", 30)
     # A second "worker2" while the cluster gathers: refused, exits non-zero.
     dup = cluster.start_worker(1)
     assert dup.proc.wait(60) != 0
