@@ -192,6 +192,14 @@ def read_state(files: WorkerFiles) -> ClusterState | None:
     return ClusterState(addresses=addresses, **data)
 
 
+def checkpoint_file(path: str, checkpoint: int) -> str:
+    """``path``, which restoring ``checkpoint`` needs; FileNotFoundError naming it if absent."""
+    if not os.path.exists(path):
+        msg = f"checkpoint {checkpoint}: {path} is missing"
+        raise FileNotFoundError(msg)
+    return path
+
+
 def write_snapshot(path: str, states: dict[Any, Any]) -> None:
     atomic_write(path, pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL))
 

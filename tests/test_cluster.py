@@ -239,6 +239,30 @@ def test_design_document_command_lines_in_any_order(receivers, tmp_path):
         first.stop()
 
 
+def stranger(cluster: Cluster, out_port: int, name: str, worker_count: int) -> WorkerProcess:
+    """A worker of our own making that asks to join ``cluster`` (stopped with it)."""
+    w = WorkerProcess(
+        str(APPS / "alphabet.py"),
+        [
+            "--in",
+            f"x@127.0.0.1:{free_port()}",
+            "--out",
+            f"127.0.0.1:{out_port}",
+            "--control",
+            f"127.0.0.1:{cluster.control}",
+            "--worker-count",
+            str(worker_count),
+            "--worker-name",
+            name,
+            "--resilience-dir",
+            cluster.resilience_dir(0) + f"-{name}",
+        ],
+        log_path=os.path.join(cluster.log_dir, f"{name}.log"),
+    ).start()
+    cluster.workers.append(w)
+    return w
+
+
 def test_refused_workers_leave_the_cluster_unharmed(receivers, clusters):
     (out,) = receivers(1)
     cluster = clusters(str(APPS / "alphabet.py"), 3, [out.port])
@@ -250,23 +274,7 @@ def test_refused_workers_leave_the_cluster_unharmed(receivers, clusters):
     assert dup.proc.wait(60) != 0
     assert "worker name 'worker2' is already taken" in dup.log()
     # A worker that disagrees on the worker count: refused.
-    odd = WorkerProcess(
-        str(APPS / "alphabet.py"),
-        [
-            "--in",
-            f"x@127.0.0.1:{free_port()}",
-            "--out",
-            f"127.0.0.1:{out.port}",
-            "--control",
-            f"127.0.0.1:{cluster.control}",
-            "--worker-count",
-            "2",
-            "--worker-name",
-            "odd",
-        ],
-        log_path=os.path.join(cluster.log_dir, "odd.log"),
-    ).start()
-    cluster.workers.append(odd)
+    odd = stranger(cluster, out.port, "odd", worker_count=2)
     assert odd.proc.wait(60) != 0
     assert "worker-count mismatch" in odd.log()
     # The rightful third worker completes the cluster, which works.
@@ -274,23 +282,7 @@ def test_refused_workers_leave_the_cluster_unharmed(receivers, clusters):
     for w in (cluster.workers[0], cluster.workers[1], cluster.workers[-1]):
         w.wait_ready(60)
     # One worker too many once running: refused.
-    extra = WorkerProcess(
-        str(APPS / "alphabet.py"),
-        [
-            "--in",
-            f"x@127.0.0.1:{free_port()}",
-            "--out",
-            f"127.0.0.1:{out.port}",
-            "--control",
-            f"127.0.0.1:{cluster.control}",
-            "--worker-count",
-            "3",
-            "--worker-name",
-            "worker4",
-        ],
-        log_path=os.path.join(cluster.log_dir, "w4.log"),
-    ).start()
-    cluster.workers.append(extra)
+    extra = stranger(cluster, out.port, "worker4", worker_count=3)
     assert extra.proc.wait(60) != 0
     assert "already running with its 3 workers" in extra.log()
     frames = alphabet_frames(5_000, seed=9)

@@ -15,7 +15,7 @@ from actorflow.metrics.hub import Hub
 from actorflow.testing import Cluster, free_port
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 from actorflow.tools.send import send
-from tests.conftest import APPS, Collector
+from tests.conftest import APPS
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +28,6 @@ def hub() -> Iterator[Hub]:
         yield h
     finally:
         h.stop()
-
-
-@pytest.fixture
-def collector_started() -> Iterator[Collector]:
-    c = Collector()
-    c.receiver.start()
-    try:
-        yield c
-    finally:
-        c.receiver.stop()
 
 
 def api(hub: Hub) -> dict:
@@ -55,12 +45,12 @@ def wait_api(hub: Hub, check, timeout: float = 30) -> dict:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_workers_report_steps_workers_and_latency(workers, hub, collector_started, tmp_path):
+def test_workers_report_steps_workers_and_latency(workers, hub, collector, tmp_path):
     host, port = hub.report_address
     cluster = Cluster(
         str(APPS / "alphabet.py"),
         workers,
-        [collector_started.port],
+        [collector.port],
         source_name="alphabet",
         log_dir=str(tmp_path),
         extra=["--metrics", f"{host}:{port}"],
@@ -69,7 +59,7 @@ def test_workers_report_steps_workers_and_latency(workers, hub, collector_starte
         cluster.start()
         frames = alphabet_frames(40_000, seed=4)
         send("127.0.0.1", cluster.inputs[0], frames, log=None)
-        assert collector_started.wait_for(len(frames), 30)
+        assert collector.wait_for(len(frames), 30)
         n = len(frames)
 
         def complete(d: dict) -> bool:
@@ -102,14 +92,12 @@ def test_workers_report_steps_workers_and_latency(workers, hub, collector_starte
         assert sum(state_in) == n
 
 
-def test_a_worker_with_no_hub_keeps_processing_and_counts_dropped_reports(
-    collector_started, tmp_path
-):
+def test_a_worker_with_no_hub_keeps_processing_and_counts_dropped_reports(collector, tmp_path):
     nobody = free_port()  # nothing listens here
     cluster = Cluster(
         str(APPS / "alphabet.py"),
         1,
-        [collector_started.port],
+        [collector.port],
         source_name="alphabet",
         log_dir=str(tmp_path),
         extra=["--metrics", f"127.0.0.1:{nobody}"],
@@ -118,9 +106,9 @@ def test_a_worker_with_no_hub_keeps_processing_and_counts_dropped_reports(
         cluster.start()
         frames = alphabet_frames(100_000, seed=6)
         send("127.0.0.1", cluster.inputs[0], frames, log=None)
-        assert collector_started.wait_for(len(frames), 60)
+        assert collector.wait_for(len(frames), 60)
         last: dict[str, int] = {}
-        for line in collector_started.lines():
+        for line in collector.lines():
             k, _, v = line.rstrip("\n").partition(" => ")
             last[k] = int(v)
         assert last == alphabet_totals(frames)

@@ -10,7 +10,6 @@ decoder rejects, closes that one connection with a logged error.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import struct
 import time
@@ -26,7 +25,7 @@ from actorflow.messages import (
     StartCheckpoint,
     StartSource,
 )
-from actorflow.resilience import read_offsets, write_offsets
+from actorflow.resilience import checkpoint_file, read_offsets, write_offsets
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog
 from actorflow.wire import control_frame, is_control_start, read_control
@@ -140,10 +139,7 @@ class SourceActor(StageActor):
         self.generated = 0
         files, restore = self.config.files, self.config.restore
         if restore and files is not None:
-            path = files.offsets(self.stage_id, restore)
-            if not os.path.exists(path):
-                msg = f"checkpoint {restore}: the offsets file {path} is missing"
-                raise FileNotFoundError(msg)
+            path = checkpoint_file(files.offsets(self.stage_id, restore), restore)
             self.offsets = read_offsets(path)
             self.covered = dict(self.offsets)
             self.generated = self.offsets.get("", 0)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from actorflow.api import StateComputation
-from actorflow.resilience import read_snapshot, write_snapshot
+from actorflow.resilience import checkpoint_file, read_snapshot, write_snapshot
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog, KeyedState, run_ops, stateless_ops
 
@@ -60,10 +59,7 @@ class StateActor(StageActor):
         self.state = KeyedState(st.spec, errors)
         files, restore = self.config.files, self.config.restore
         if restore and files is not None:
-            path = files.snapshot(self.stage_id, restore)
-            if not os.path.exists(path):
-                msg = f"checkpoint {restore}: the state file {path} is missing"
-                raise FileNotFoundError(msg)
+            path = checkpoint_file(files.snapshot(self.stage_id, restore), restore)
             self.state.states = read_snapshot(path)
             log.info(
                 "%s: restored %d keys from checkpoint %d",

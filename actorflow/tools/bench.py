@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
-from actorflow.processes import die_with_parent, signals_masked
+from actorflow.processes import die_with_parent, signals_masked, sigterm_interrupts
 from actorflow.testing import Cluster, free_port
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 
@@ -505,10 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(argv: list[str]) -> int:
     """The `actorflow bench` command."""
     args = build_parser().parse_args(argv)
@@ -525,21 +520,17 @@ def run(argv: list[str]) -> int:
     def say(message: str) -> None:
         print(f"actorflow bench: {message}", file=sys.stderr, flush=True)
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        result = bench_alphabet(
-            args.messages, args.repeat, args.workers, say, args.checkpoints, args.hub_down
-        )
+        with sigterm_interrupts():
+            result = bench_alphabet(
+                args.messages, args.repeat, args.workers, say, args.checkpoints, args.hub_down
+            )
     except BenchError as exc:
         print(f"actorflow bench: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("actorflow bench: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(result), flush=True)
     else:

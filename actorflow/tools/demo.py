@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import string
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 
 import actorflow
 from actorflow.metrics.hub import Hub
-from actorflow.processes import signals_masked
+from actorflow.processes import signals_masked, sigterm_interrupts
 from actorflow.testing import WorkerProcess, free_port
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 from actorflow.tools.receive import Receiver
@@ -155,10 +154,6 @@ def report(
     if not complete:
         print(f"MISMATCH: {received:,} outputs for {sent:,} messages")
     return mismatches == 0 and complete and malformed == 0
-
-
-def _raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def demo(messages: int, keep_output: str | None = None, linger: float = 0.0) -> int:
@@ -376,19 +371,15 @@ def run(argv: list[str]) -> int:
     if args.messages < 1:
         print("actorflow demo: error: --messages must be at least 1", file=sys.stderr)
         return 2
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        return demo(args.messages, args.keep_output, args.linger)
+        with sigterm_interrupts():
+            return demo(args.messages, args.keep_output, args.linger)
     except DemoError as exc:
         print(f"actorflow demo: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("actorflow demo: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
