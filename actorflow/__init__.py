@@ -3,6 +3,9 @@
 An app ports from Wallaroo 0.6 by changing its import: ``import actorflow as wallaroo``.
 """
 
+# The one place the version is written: pyproject.toml reads it (dynamic version).
+__version__ = "0.1.0"
+
 from actorflow.api import (
     Application,
     GenSourceConfig,

@@ -9,7 +9,6 @@ canonical long form, whatever way they were given.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import configargparse
 
 from actorflow.api import parse_input_addr
 from actorflow.errors import ApplicationError, ConfigError
+from actorflow.loader import app_reference
 from actorflow.plan import Settings
 
 # Flags forwarded to the app, in their canonical form: (attribute, flag).
@@ -56,7 +56,12 @@ def worker_parser(
     )
     p.add_argument("-c", "--config", is_config_file=True, help="config file (key = value lines)")
     if with_app:
-        p.add_argument("--app", required=True, help="path of the app module (a .py file)")
+        p.add_argument(
+            "--app",
+            required=True,
+            help="the app: a .py file's path, or a module's dotted name (actorflow.examples."
+            "alphabet, mypkg.myapp) importable from sys.path or the current directory",
+        )
     p.add_argument("-i", "--in", dest="inputs", help="source addresses: name@host:port,...")
     p.add_argument("-o", "--out", help="sink address(es): host:port,...")
     p.add_argument("-m", "--metrics", help="metrics hub address host:port (actorflow metrics)")
@@ -101,6 +106,18 @@ def worker_parser(
         help="seconds between checkpoints of the state (0: no checkpoints)",
     )
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to start up")
+    p.add_argument(
+        "--cluster-secret-file",
+        help="the cluster's shared secret (default: $ACTORFLOW_CLUSTER_SECRET, else "
+        "actorflow.secret in --resilience-dir, which the initializer creates)",
+    )
+    p.add_argument(
+        "--no-cluster-auth",
+        dest="cluster_auth",
+        action="store_false",
+        help="do not authenticate cluster traffic (benchmarks only: then anyone who reaches "
+        "a worker's port can run code in it)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -126,6 +143,8 @@ class WorkerConfig:
     ready_timeout: float
     log_level: str
     app_args: tuple[str, ...]
+    cluster_secret_file: str | None = None
+    cluster_auth: bool = True
 
 
 def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConfig:
@@ -192,7 +211,7 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         app_args.append("--topology-initializer")
     app_args += extra
     return WorkerConfig(
-        app=os.path.abspath(app),
+        app=app_reference(app),
         name=ns.worker_name,
         control=control,
         initializer=initializer,
@@ -209,4 +228,6 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         ready_timeout=ns.ready_timeout,
         log_level=ns.log_level.upper(),
         app_args=tuple(app_args),
+        cluster_secret_file=ns.cluster_secret_file,
+        cluster_auth=ns.cluster_auth,
     )

@@ -10,37 +10,87 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
+import time
 from typing import Any
 
 from actorflow.config import host_port
 from actorflow.errors import ActorflowError, ClusterError
 from actorflow.messages import ClusterStatus, ShutdownCluster, ShutdownDone, StatusQuery
+from actorflow.net import route_address
 from actorflow.resilience import clean
+from actorflow.security import ClusterSecret, find_secret, missing_secret_hint
 
 
-def ask_topology(control: tuple[str, int], message: Any, timeout: float) -> Any:
-    """Send ``message`` to the topology actor behind ``control``; its answer or None."""
+def ask_topology(
+    control: tuple[str, int],
+    message: Any,
+    timeout: float,
+    secret: ClusterSecret | bool | None = None,
+) -> Any:
+    """Send ``message`` to the topology actor behind ``control``; its answer or None.
+
+    Works from any host; never starts an admin. ``secret`` is the cluster's (see
+    :func:`command_secret`); None takes it from ``$ACTORFLOW_CLUSTER_SECRET``; False
+    sends unsealed messages, which only a cluster run with --no-cluster-auth takes.
+    """
+    if secret is None:
+        secret = find_secret(None, None)
+        if secret is None:
+            raise ClusterError(f"no cluster secret: {missing_secret_hint('/tmp')}")
     host, port = control
     try:
-        socket.create_connection((host, port), timeout=2.0).close()
+        socket.create_connection((host, port), timeout=min(timeout, 5.0)).close()
     except OSError as exc:
         msg = f"no actorflow worker listens on --control {host}:{port} ({exc.strerror or exc})"
         raise ClusterError(msg) from None
-    from thespian.actors import ActorSystem
-
+    from actorflow import transport
     from actorflow.runtime.topology import TopologyActor
     from actorflow.worker import TOPOLOGY_NAME
 
-    system = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
+    os.environ.setdefault("THESPIAN_BASE_IPADDR", route_address(host))
+    transport.install(secret or None)
+    started = time.monotonic()
+    system = transport.connect_to_admin(host, port, timeout)
+    left = max(timeout - (time.monotonic() - started), 0.5)
     topology = system.createActor(TopologyActor, globalName=TOPOLOGY_NAME)
-    return system.ask(topology, message, timeout)
+    return system.ask(topology, message, left)
 
 
-def query_status(control: tuple[str, int], timeout: float = 10.0) -> dict[str, Any]:
+def command_secret(args: argparse.Namespace) -> ClusterSecret | bool:
+    """The secret a cluster command seals its messages with (flags, environment, or
+    the resilience folder on this host); ClusterError if there is none."""
+    if args.no_cluster_auth:
+        return False
+    found = find_secret(args.cluster_secret_file, args.resilience_dir)
+    if found is None:
+        msg = f"no cluster secret: {missing_secret_hint(args.resilience_dir)}"
+        raise ClusterError(msg)
+    return found
+
+
+def add_secret_flags(p: argparse.ArgumentParser) -> None:
+    """Where a cluster command finds the cluster's secret."""
+    p.add_argument(
+        "--cluster-secret-file",
+        help="the cluster's secret (default: $ACTORFLOW_CLUSTER_SECRET, else actorflow.secret "
+        "in --resilience-dir)",
+    )
+    p.add_argument(
+        "--resilience-dir", "-r", default="/tmp", help="where to look for actorflow.secret"
+    )
+    p.add_argument(
+        "--no-cluster-auth", action="store_true", help="for a cluster run with --no-cluster-auth"
+    )
+
+
+def query_status(
+    control: tuple[str, int], timeout: float = 10.0, secret: ClusterSecret | bool | None = None
+) -> dict[str, Any]:
     """The cluster status from the topology actor behind ``control``."""
-    reply = ask_topology(control, StatusQuery(), timeout)
+    reply = ask_topology(control, StatusQuery(), timeout, secret)
     if not isinstance(reply, ClusterStatus):
         msg = f"the cluster at {control[0]}:{control[1]} did not answer within {timeout:g} s"
         raise ClusterError(msg)
@@ -53,9 +103,11 @@ def query_status(control: tuple[str, int], timeout: float = 10.0) -> dict[str, A
     return reply.status
 
 
-def shutdown_cluster(control: tuple[str, int], timeout: float = 60.0) -> ShutdownDone:
+def shutdown_cluster(
+    control: tuple[str, int], timeout: float = 60.0, secret: ClusterSecret | bool | None = None
+) -> ShutdownDone:
     """Take a last checkpoint and stop every worker; the files then restart the cluster."""
-    reply = ask_topology(control, ShutdownCluster(), timeout)
+    reply = ask_topology(control, ShutdownCluster(), timeout, secret)
     if not isinstance(reply, ShutdownDone):
         msg = f"the cluster at {control[0]}:{control[1]} did not answer within {timeout:g} s"
         raise ClusterError(msg)
@@ -98,11 +150,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", required=True, help="the initializer's control address host:port")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    add_secret_flags(p)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        status = query_status(host_port(args.control, "--control"), args.timeout)
+        control = host_port(args.control, "--control")
+        status = query_status(control, args.timeout, command_secret(args))
     except ActorflowError as exc:
         print(f"actorflow status: error: {exc}", file=sys.stderr)
         return 1
@@ -113,11 +167,13 @@ def main(args: argparse.Namespace) -> int:
 def configure_shutdown_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", required=True, help="the initializer's control address")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")
+    add_secret_flags(p)
 
 
 def shutdown_main(args: argparse.Namespace) -> int:
     try:
-        done = shutdown_cluster(host_port(args.control, "--control"), args.timeout)
+        control = host_port(args.control, "--control")
+        done = shutdown_cluster(control, args.timeout, command_secret(args))
     except ActorflowError as exc:
         print(f"actorflow shutdown: error: {exc}", file=sys.stderr)
         return 1
@@ -141,4 +197,30 @@ def clean_main(args: argparse.Namespace) -> int:
     for path in removed:
         print(f"removed {path}")
     print(f"actorflow clean: {len(removed)} file(s) removed from {args.resilience_dir}")
+    return 0
+
+
+def configure_token_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stream", required=True, help="the acknowledged stream's name")
+    p.add_argument(
+        "--cluster-secret-file",
+        help="the cluster's secret (default: $ACTORFLOW_CLUSTER_SECRET, else actorflow.secret "
+        "in --resilience-dir)",
+    )
+    p.add_argument("--resilience-dir", "-r", default="/tmp", help="where actorflow.secret is")
+
+
+def token_main(args: argparse.Namespace) -> int:
+    """Print the token that lets one sender claim one stream (``send --stream-token``):
+    hand a sender its stream's token instead of the whole cluster secret."""
+    try:
+        secret = find_secret(args.cluster_secret_file, args.resilience_dir)
+    except ActorflowError as exc:
+        print(f"actorflow token: error: {exc}", file=sys.stderr)
+        return 1
+    if secret is None:
+        hint = missing_secret_hint(args.resilience_dir)
+        print(f"actorflow token: error: no cluster secret: {hint}", file=sys.stderr)
+        return 1
+    print(secret.stream_token(args.stream))
     return 0

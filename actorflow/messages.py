@@ -343,6 +343,8 @@ class GuardWorker:
     """Watch the worker command with this pid; end the worker's processes if it dies."""
 
     pid: int
+    worker: str = ""
+    uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,45 @@ class GuardReady:
     """The guard's process group: every actor process of this worker is in it."""
 
     pgid: int
+
+
+# --------------------------------------------------------------------------
+# Liveness protocol: the topology actor heartbeats every worker's guard (its own
+# actors answer, not just its kernel), and tells every stage which workers are lost.
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """To a worker's guard: answer with HeartbeatAck."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class HeartbeatAck:
+    """From a guard: this incarnation (``uid``) of ``worker`` is alive and responsive."""
+
+    seq: int
+    worker: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """To the guard of a worker that was declared lost and answers again: its actors
+    belong to an old epoch and are being replaced."""
+
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """To every stage, about once a second: the workers the cluster holds lost. A stage
+    that stops hearing this is cut off from the topology actor."""
+
+    lost: tuple[str, ...]
+    epoch: int
 
 
 # --------------------------------------------------------------------------

@@ -76,9 +76,11 @@ class WorkerProcess:
         *,
         env: dict[str, str] | None = None,
         log_path: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.args = list(args)
+        self.prefix = list(prefix)  # e.g. ip netns exec HOST: run it on another host
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -96,7 +98,8 @@ class WorkerProcess:
             os.close(fd)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "actorflow", "worker", "--app", self.app, *self.args],
+            [*self.prefix, sys.executable, "-m", "actorflow", "worker", "--app", self.app]
+            + self.args,
             stdout=subprocess.PIPE,
             stderr=self._log_file,
             stdin=subprocess.DEVNULL,

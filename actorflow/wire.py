@@ -8,7 +8,13 @@ look like because their length header is the reserved value 0xFFFFFFFF::
 
     control frame = FF FF FF FF | u32 big-endian length | UTF-8 JSON object
 
-1. A replaying sender opens with ``{"hello": 1, "stream": "<name>"}``.
+1. A replaying sender opens with ``{"hello": 1, "stream": "<name>"}``. In an
+   authenticated cluster the source answers ``{"challenge": C}`` and the sender
+   proves it may claim the stream with ``{"proof": P}``, P = HMAC-SHA256(token, name
+   NUL C) in hex, where the token is the one ``actorflow token --stream <name>``
+   prints (derived from the cluster secret, see :mod:`actorflow.security`). A wrong
+   proof gets ``{"error": ...}`` and the connection is closed; the stream's own
+   connection and offset are untouched.
 2. The source answers ``{"resume": N, "ack": A}``: the sender sends its messages from
    index N (0-based) on (the source has taken the first N); the first A are covered by
    the last completed checkpoint and will never be needed again.

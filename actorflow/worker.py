@@ -32,6 +32,7 @@ from actorflow.messages import (
     JoinRefused,
     WorkerInfo,
 )
+from actorflow.net import listen_host, route_address
 from actorflow.plan import compile_plan
 from actorflow.processes import become_subreaper, group_alive, kill_group, reap_children
 from actorflow.resilience import (
@@ -42,6 +43,7 @@ from actorflow.resilience import (
     stale_hint,
     write_cluster,
 )
+from actorflow.security import ClusterSecret, find_secret, missing_secret_hint
 
 log = logging.getLogger("actorflow.worker")
 
@@ -156,31 +158,48 @@ class Worker:
         # Fail fast, before any process starts: the app must load and compile here.
         app = load_application(cfg.app, cfg.app_args)
         compile_plan(app)
+        try:
+            os.makedirs(cfg.resilience_dir, exist_ok=True)
+        except OSError as exc:
+            msg = f"--resilience-dir {cfg.resilience_dir}: {exc.strerror or exc}"
+            raise ClusterError(msg) from None
         files = WorkerFiles(cfg.resilience_dir, app.name, cfg.name)
         record, resume = self.read_files(files)
         if record is not None:
             wait_for_previous_incarnation(record)
         host, port = cfg.control
         if cfg.initializer:
-            my_host, my_port = host, port
+            my_host, my_port = listen_host(host, "--control"), port
+            data = cfg.data
             check_port_free(my_host, my_port, "--control", wait=5.0 if record else 0.0)
         else:
             wait_for_control(host, port, cfg.join_timeout)
-            my_host, my_port = cfg.my_control or (host, 0)
+            my_host, my_port = cfg.my_control or (route_address(host), 0)
+            listen_host(my_host, "--my-control")
+            data = cfg.my_data
             if my_port:
                 check_port_free(my_host, my_port, "--my-control", wait=5.0 if record else 0.0)
             else:
                 my_port = free_port(my_host)
-        advertise = (cfg.my_data or cfg.data or (my_host, 0))[0]
-        os.environ["THESPIAN_BASE_IPADDR"] = advertise
+        if data is not None and data[0] != my_host:
+            flag = "--data" if cfg.initializer else "--my-data"
+            msg = (
+                f"{flag} host {data[0]} differs from this worker's control host {my_host}: a "
+                "worker's admin and actors all listen on one address of its own"
+            )
+            raise ClusterError(msg)
+        # Every process of this worker (admin, logger, actors) listens on my_host only.
+        os.environ["THESPIAN_BASE_IPADDR"] = my_host
+        secret = self.cluster_secret()
         log.info(
-            "worker %s: actors advertise %s (--data / --my-data host); each actor "
-            "listens on a port of its own",
+            "worker %s: listening on %s (admin port %d, each actor on a port of its own); "
+            "cluster traffic %s",
             cfg.name,
-            advertise,
+            my_host,
+            my_port,
+            f"authenticated (secret {secret.fingerprint})" if secret else "NOT authenticated",
         )
-        from thespian.actors import ActorSystem
-
+        from actorflow import transport
         from actorflow.runtime.guard import WorkerGuard
         from actorflow.runtime.stage import WORKER_CAPABILITY, WORKER_UID_CAPABILITY
         from actorflow.runtime.topology import TopologyActor
@@ -189,15 +208,11 @@ class Worker:
         caps = {"Admin Port": my_port, WORKER_CAPABILITY: cfg.name, WORKER_UID_CAPABILITY: uid}
         if not cfg.initializer:
             caps["Convention Address.IPv4"] = f"{host}:{port}"
-        self.system = ActorSystem(
-            "multiprocTCPBase",
-            caps,
-            logDefs=thespian_log_config(cfg.log_level),
-            transientUnique=True,
-        )
+        transport.install(secret)
+        self.system = transport.start_worker_system(caps, thespian_log_config(cfg.log_level))
         here = {"worker_uid": uid}
         guard = self.system.createActor(WorkerGuard, targetActorRequirements=here)
-        reply = self.system.ask(guard, GuardWorker(os.getpid()), 15)
+        reply = self.system.ask(guard, GuardWorker(os.getpid(), cfg.name, uid), 15)
         if not isinstance(reply, GuardReady):
             raise ClusterError(f"the worker's actor system did not answer on port {my_port}")
         self.pgid = reply.pgid
@@ -228,7 +243,7 @@ class Worker:
             reply = self.system.ask(topology, request, cfg.ready_timeout)
         else:
             # Talk to the topology actor through the initializer's admin, as a client.
-            control = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
+            control = transport.connect_to_admin(host, port, cfg.join_timeout)
             topology = control.createActor(TopologyActor, globalName=TOPOLOGY_NAME)
             log.info(
                 "worker %s: %s the cluster at %s:%d",
@@ -268,6 +283,22 @@ class Worker:
         )
         self.summary = reply.summary
         return reply.summary
+
+    def cluster_secret(self) -> ClusterSecret | None:
+        """The secret that seals this cluster's messages (see actorflow.security)."""
+        cfg = self.cfg
+        if not cfg.cluster_auth:
+            log.warning(
+                "worker %s: --no-cluster-auth: anyone who reaches this worker's ports can "
+                "run code in it",
+                cfg.name,
+            )
+            return None
+        found = find_secret(cfg.cluster_secret_file, cfg.resilience_dir, create=cfg.initializer)
+        if found is None:
+            msg = f"this worker has no cluster secret: {missing_secret_hint(cfg.resilience_dir)}"
+            raise ClusterError(msg)
+        return found
 
     def read_files(self, files: WorkerFiles) -> tuple[Any, Any]:
         """This worker's resilience files: (cluster record, initializer's state), or Nones.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -16,6 +18,9 @@ from actorflow.tools.receive import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 RESILIENCE_ROOT = tempfile.mkdtemp(prefix="actorflow-tests-")  # removed when the session ends
+# One cluster secret for every worker the tests start (they inherit the environment),
+# the way several machines share one; tests of the other ways to find it unset it.
+os.environ["ACTORFLOW_CLUSTER_SECRET"] = secrets.token_hex(32)
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001

@@ -1,9 +1,13 @@
-"""The worker guard: ends every process of a worker when its command is gone.
+"""The worker guard: ends every process of a worker when its command is gone, and
+answers the topology actor's heartbeats for its worker.
 
 Thespian's admin daemonizes (setsid, double fork) and outlives the command
 that started it. All of a worker's actor processes share the admin's process
 group, so the guard, one of them, can end them all when the worker command
 dies without cleaning up (SIGKILL, a crash).
+
+The heartbeat is answered by an actor of the worker, not by its kernel, so a
+worker that is stopped (SIGSTOP) or cut off misses it and is fenced.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from typing import Any
 
 from thespian.actors import WakeupMessage
 
-from actorflow.messages import GuardReady, GuardWorker, StopWorker
+from actorflow.messages import (
+    Fenced,
+    GuardReady,
+    GuardWorker,
+    Heartbeat,
+    HeartbeatAck,
+    StopWorker,
+)
 from actorflow.runtime.stage import PlacedActor
 
 log = logging.getLogger("actorflow.guard")
@@ -46,12 +57,24 @@ class WorkerGuard(PlacedActor):
     """Polls the worker command's pid; kills the worker's process group once it is gone."""
 
     pid = 0
+    worker = ""
+    uid = ""
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
-        if isinstance(msg, GuardWorker):
-            self.pid = msg.pid
+        if isinstance(msg, Heartbeat):
+            self.send(sender, HeartbeatAck(msg.seq, self.worker, self.uid))
+        elif isinstance(msg, GuardWorker):
+            self.pid, self.worker, self.uid = msg.pid, msg.worker, msg.uid
             self.send(sender, GuardReady(os.getpgid(0)))
             self.wakeupAfter(POLL)
+        elif isinstance(msg, Fenced):
+            log.warning(
+                "worker %s was fenced: %s; its actors of an older epoch are retired and it "
+                "takes its place again at epoch %d",
+                self.worker,
+                msg.reason,
+                msg.epoch,
+            )
         elif isinstance(msg, StopWorker) and self.pid:
             log.info("guard: stopping worker command %d (actorflow shutdown)", self.pid)
             os.kill(self.pid, signal.SIGTERM)

@@ -57,7 +57,6 @@ class Outlet:
         self.worker = ""  # the target's worker, for partitioned links
         self.last_ack = 0.0  # monotonic time of the last acknowledgement (or first send)
         self.dead = False  # the target's worker is gone: records are dropped until rollback
-        self.misses = 0  # looks at the target's worker that found it gone, in a row
         self.dropped = 0
         self.in_flight = 0
         self.seq = 0

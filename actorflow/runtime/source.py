@@ -10,6 +10,7 @@ decoder rejects, closes that one connection with a logged error.
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import struct
 import time
@@ -28,6 +29,8 @@ from actorflow.messages import (
 from actorflow.resilience import checkpoint_file, read_offsets, write_offsets
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog
+from actorflow.security import check_stream_proof
+from actorflow.transport import sealed
 from actorflow.wire import control_frame, is_control_start, read_control
 
 log = logging.getLogger("actorflow.source")
@@ -105,6 +108,7 @@ class _Connection:
         self.stream: str | None = None  # set by an acknowledged sender's hello
         self.greeted = False  # the first bytes have been looked at
         self.head = b""  # bytes of an incomplete hello
+        self.challenge: tuple[str, str] | None = None  # (stream, challenge) awaiting proof
 
 
 class SourceActor(StageActor):
@@ -334,10 +338,12 @@ class SourceActor(StageActor):
             self.close(conn, None)
 
     def greet(self, conn: _Connection, data: bytes) -> bytes:
-        """Look at a connection's first bytes: a hello makes it an acknowledged stream.
-        Returns the data frames that follow (b"" while the hello is incomplete)."""
+        """Look at a connection's first bytes: a hello makes it an acknowledged stream,
+        once the sender proves it holds the stream's token (when the cluster is
+        authenticated). Returns the data frames that follow (b"" while the hello is
+        incomplete)."""
         buf = conn.head + data
-        if not is_control_start(buf):
+        if conn.challenge is None and not is_control_start(buf):
             conn.greeted = True
             return buf
         try:
@@ -351,7 +357,26 @@ class SourceActor(StageActor):
         if hello is None:
             conn.head = buf
             return b""
-        conn.greeted, conn.head = True, b""
+        conn.head = b""
+        if conn.challenge is not None:
+            stream, challenge = conn.challenge
+            conn.challenge = None
+            secret = sealed.secret
+            if secret is None or not check_stream_proof(
+                secret, stream, challenge, str(hello.get("proof", ""))
+            ):
+                self.streams_refused = getattr(self, "streams_refused", 0) + 1
+                log.error(
+                    "source %r: connection from %s cannot prove it may claim stream %r "
+                    "(wrong stream token); closing it, the stream is untouched",
+                    self.source_name,
+                    conn.peer,
+                    stream,
+                )
+                self.tell_sender(conn, {"error": f"wrong token for stream {stream!r}"})
+                self.close(conn, None)
+                return b""
+            return self.claim(conn, stream, buf[end:])
         stream = str(hello.get("stream", ""))
         why = None
         if not stream:
@@ -365,6 +390,16 @@ class SourceActor(StageActor):
             self.tell_sender(conn, {"error": why})
             self.close(conn, None)
             return b""
+        if sealed.secret is not None:  # prove it first: nobody else may close or advance it
+            conn.challenge = (stream, secrets.token_hex(16))
+            self.tell_sender(conn, {"challenge": conn.challenge[1]})
+            rest = buf[end:]
+            return self.greet(conn, rest) if rest else b""
+        return self.claim(conn, stream, buf[end:])
+
+    def claim(self, conn: _Connection, stream: str, rest: bytes) -> bytes:
+        """``conn`` is now the one connection of ``stream``: tell it where to resume."""
+        conn.greeted = True
         old = self.streams.get(stream)
         if old is not None:  # the sender reconnected before we saw the old one close
             self.close(old, f"replaced by a new connection of stream {stream!r}")
@@ -379,7 +414,7 @@ class SourceActor(StageActor):
             resume,
         )
         self.tell_sender(conn, {"resume": resume, "ack": self.covered.get(stream, 0)})
-        return buf[end:]
+        return rest
 
     def close(self, conn: _Connection, why: str | None) -> None:
         self.conns.pop(conn.sock.fileno(), None)
@@ -454,5 +489,6 @@ class SourceActor(StageActor):
             paused=getattr(self, "paused", False),
             streams=dict(getattr(self, "offsets", {})),
             unreplayable=getattr(self, "plain", 0),
+            streams_refused=getattr(self, "streams_refused", 0),
         )
         return c

@@ -15,7 +15,6 @@ sends the barrier on every outlet, and takes up the held batches.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import traceback
 from collections import deque
@@ -42,6 +41,7 @@ from actorflow.messages import (
     Configure,
     Configured,
     EncodedBatch,
+    Liveness,
     OwnerUnreachable,
     Retire,
     Retired,
@@ -52,6 +52,7 @@ from actorflow.messages import (
 from actorflow.metrics.report import Histogram
 from actorflow.runtime.outlets import Outlet, build_routes
 from actorflow.runtime.steps import ErrorLog
+from actorflow.transport import refused
 
 WORKER_CAPABILITY = "actorflow.worker"  # the worker's name, for people
 WORKER_UID_CAPABILITY = "actorflow.worker_uid"  # this incarnation of the worker, for placement
@@ -62,17 +63,24 @@ _DATA = (Batch, EncodedBatch, Barrier)
 METRICS_EVERY = timedelta(seconds=1)
 OWNER_CHECK_EVERY = timedelta(seconds=1)
 OWNER_STUCK = 2.0  # seconds without an acknowledgement before the owner is looked at
-OWNER_MISSES = 3  # failed looks in a row (a second apart) before giving up on it
+COORDINATOR_SILENT = 5.0  # seconds without Liveness: cut off from the topology actor
 
 
-def reachable(control: str) -> bool:
-    """True if a worker's admin accepts a TCP connection on its control address."""
-    host, _, port = control.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=0.3).close()
-    except OSError:
-        return False
-    return True
+def owner_gone(worker: str, lost: frozenset[str], heard_at: float, now: float) -> bool:
+    """Whether a stage stops waiting for ``worker``, whose link is stuck: the cluster
+    holds it lost, or this stage has not heard from the topology actor for a while
+    (the initializer is down, or this worker is cut off), so nobody will tell.
+
+    A stuck link alone is not enough: a slow receiver stalls live links too.
+
+    >>> owner_gone("w2", frozenset({"w2"}), heard_at=10.0, now=11.0)
+    True
+    >>> owner_gone("w2", frozenset(), heard_at=10.0, now=11.0)
+    False
+    >>> owner_gone("w2", frozenset(), heard_at=10.0, now=10.0 + COORDINATOR_SILENT + 1)
+    True
+    """
+    return worker in lost or now - heard_at > COORDINATOR_SILENT
 
 
 class PlacedActor(Actor):
@@ -111,6 +119,8 @@ class StageActor(PlacedActor):
         self.checkpoints = 0
         self.retired = False
         self.latency: Histogram | None = None  # per batch, this interval (with --metrics)
+        self.lost_workers: frozenset[str] = frozenset()  # from the topology's Liveness
+        self.liveness_at = time.monotonic()
 
     # ---- dispatch ---------------------------------------------------------
 
@@ -135,7 +145,11 @@ class StageActor(PlacedActor):
                     self.check_owners()
                 else:
                     self.on_wakeup(msg.payload)
+            elif cls is Liveness:
+                self.lost_workers = frozenset(msg.lost)
+                self.liveness_at = time.monotonic()
             elif cls is Configure:
+                self.liveness_at = time.monotonic()
                 self.send(sender, self.configure(msg))
             elif cls is StatusQuery:
                 self.send(sender, self.status())
@@ -198,9 +212,7 @@ class StageActor(PlacedActor):
             if cfg.metrics is not None:
                 self.latency = Histogram()
                 self.wakeupAfter(METRICS_EVERY, "metrics")
-            if cfg.controls and any(
-                o.worker and o.worker != cfg.worker for o in self.outlets.values()
-            ):
+            if any(o.worker and o.worker != cfg.worker for o in self.outlets.values()):
                 self.wakeupAfter(OWNER_CHECK_EVERY, "owners")
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
@@ -361,12 +373,7 @@ class StageActor(PlacedActor):
                 continue
             if now - o.last_ack < OWNER_STUCK:
                 continue
-            control = self.config.controls.get(o.worker)
-            if not control or reachable(control):
-                o.misses = 0
-                continue
-            o.misses += 1
-            if o.misses >= OWNER_MISSES:
+            if owner_gone(o.worker, self.lost_workers, self.liveness_at, now):
                 o.give_up()
                 log.warning(
                     "%s: worker %s does not answer; its keys' records are dropped until the "
@@ -463,6 +470,7 @@ class StageActor(PlacedActor):
             "stale_dropped": self.stale_dropped,
             "dropped_for_lost_owners": sum(o.dropped for o in self.outlets.values()),
             "internal_errors": self.internal_errors,
+            "messages_refused": sum(refused().values()),
             "checkpoints": self.checkpoints,
             "epoch": self.epoch,
         }

@@ -41,8 +41,12 @@ from actorflow.messages import (
     ClusterStatus,
     Configure,
     Configured,
+    Fenced,
+    Heartbeat,
+    HeartbeatAck,
     JoinCluster,
     JoinRefused,
+    Liveness,
     OwnerUnreachable,
     Retire,
     Retired,
@@ -68,7 +72,6 @@ from actorflow.runtime.stage import (
     WORKER_UID_CAPABILITY,
     PlacedActor,
 )
-from actorflow.runtime.stage import reachable as probe
 from actorflow.runtime.step import ChainActor, RouterActor, StateActor
 
 log = logging.getLogger("actorflow.topology")
@@ -83,8 +86,10 @@ ACTOR_CLASSES = {
 
 STATUS_TIMEOUT = timedelta(seconds=2)
 RETIRE_TIMEOUT = timedelta(seconds=3)
-PROBE_EVERY = timedelta(milliseconds=500)
-PROBE_MISSES = 3  # failed probes in a row before a worker counts as lost
+HEARTBEAT_EVERY = timedelta(milliseconds=500)
+LOST_AFTER = 3.0  # seconds without a heartbeat answer before a worker is lost (fenced)
+LOST_HEARTBEAT_EVERY = 2.0  # seconds between heartbeats to a lost worker
+DUPLICATE_WITHIN = 1.0  # a known incarnation that answered this recently is running
 PLACE_TIMEOUT = timedelta(seconds=10)
 CHECKPOINT_TIMEOUT = 10.0  # seconds before an unfinished checkpoint is abandoned
 
@@ -122,7 +127,9 @@ class TopologyActor(PlacedActor):
         self.progress: dict[tuple[str, str], dict[int, int]] = {}
         self.possibly_lost = 0
         self.lost: set[str] = set()
-        self.misses: dict[str, int] = {}
+        self.answered: dict[str, float] = {}  # worker -> when its guard last answered
+        self.heartbeats = 0
+        self.heartbeat_sent: dict[str, float] = {}
         self.shutdown_waiters: list[Any] = []
         self.started_at = 0.0
         self.placed_at = 0.0
@@ -149,6 +156,8 @@ class TopologyActor(PlacedActor):
         elif isinstance(msg, CheckpointFailed):
             if msg.epoch == self.epoch and msg.checkpoint == self.pending:
                 self.abandon_checkpoint(msg.reason)
+        elif isinstance(msg, HeartbeatAck):
+            self.on_heartbeat_ack(msg)
         elif isinstance(msg, OwnerUnreachable):
             self.on_owner_unreachable(msg)
         elif isinstance(msg, SourceProgress):
@@ -288,7 +297,8 @@ class TopologyActor(PlacedActor):
             return False
         if self.request is not None and name == self.request.initializer.name:
             return True
-        return current.uid in self.registered and probe(current.control)
+        recently = time.monotonic() - self.answered.get(name, float("-inf")) < DUPLICATE_WITHIN
+        return current.uid in self.registered and recently
 
     def on_join(self, msg: JoinCluster, sender: Any) -> None:
         if self.request is None:
@@ -504,8 +514,12 @@ class TopologyActor(PlacedActor):
         assert req is not None
         first = self.recoveries == 0 and not req.resume
         self.state = "running"
+        if not self.ever_ready:
+            self.wakeupAfter(HEARTBEAT_EVERY, ("heartbeat", 0))
         self.ever_ready = True
-        self.misses = {}
+        now = time.monotonic()
+        for name in self.order:
+            self.answered.setdefault(name, now)
         self.save()
         took = time.monotonic() - (self.started_at if first else self.placed_at)
         log.info(
@@ -532,7 +546,6 @@ class TopologyActor(PlacedActor):
         for _, reply_to in waiting:
             self.send(reply_to, ready)
         self.schedule_checkpoint()
-        self.wakeupAfter(PROBE_EVERY, ("probe", self.epoch))
 
     def save(self) -> None:
         """Persist what a restarted initializer needs: checkpoint, epoch, members, actors."""
@@ -638,48 +651,85 @@ class TopologyActor(PlacedActor):
                 self.abandon_checkpoint("it did not complete in time (a receiver away?)")
             self.start_checkpoint()
             self.schedule_checkpoint()
-        elif what == "probe" and round_ == self.epoch and self.state == "running":
-            self.probe_workers()
-            self.wakeupAfter(PROBE_EVERY, ("probe", self.epoch))
+        elif what == "heartbeat" and self.state not in ("stopping", "failed"):
+            self.heartbeat()
+            self.wakeupAfter(HEARTBEAT_EVERY, ("heartbeat", 0))
         elif (
             what == "placing" and round_ == self.epoch and self.state in ("configuring", "starting")
         ):
-            # A worker died while we placed on it: find it, and wait for it to come back.
-            for _ in range(PROBE_MISSES):
-                self.probe_workers(recover=False)
+            # A worker died while we placed on it: wait for it to come back.
+            self.find_lost(recover=False, within=2 * HEARTBEAT_EVERY.total_seconds())
             if self.lost:
                 self.begin_recovery(f"worker(s) {', '.join(sorted(self.lost))} lost while placing")
             else:
                 self.fail(f"the placement did not complete within {PLACE_TIMEOUT.seconds} s")
 
-    def probe_workers(self, recover: bool = True) -> None:
+    def heartbeat(self) -> None:
+        """Heartbeat every worker's guard; fence the silent ones; tell the stages."""
         me = self.request.initializer.name if self.request else None
+        now = time.monotonic()
+        self.heartbeats += 1
         for name in self.order:
-            if name == me or name in self.lost:
+            info = self.members.get(name)
+            if name == me or info is None or info.guard is None:
                 continue
-            if probe(self.members[name].control):
-                self.misses[name] = 0
+            if name in self.lost and now - self.heartbeat_sent.get(name, 0) < LOST_HEARTBEAT_EVERY:
+                continue  # a lost worker's transmits queue up: ask it seldom
+            self.heartbeat_sent[name] = now
+            self.send(info.guard, Heartbeat(self.heartbeats))
+        self.find_lost(recover=self.state == "running", within=LOST_AFTER)
+        if self.heartbeats % 2 == 0:
+            liveness = Liveness(tuple(sorted(self.lost | self.dead_workers)), self.epoch)
+            for (_, worker), addr in list(self.addresses.items()) + list(self.old.items()):
+                if worker not in self.lost and worker not in self.dead_workers:
+                    self.send(addr, liveness)
+
+    def find_lost(self, recover: bool, within: float) -> None:
+        """Workers whose guard has not answered ``within`` seconds are lost."""
+        me = self.request.initializer.name if self.request else None
+        now = time.monotonic()
+        for name in self.order:
+            if name == me or name in self.lost or name not in self.members:
                 continue
-            self.misses[name] = self.misses.get(name, 0) + 1
-            if self.misses[name] >= PROBE_MISSES:
-                self.lost.add(name)
-                self.dead_workers.add(name)
-                log.error(
-                    "topology: worker %r is lost (its control address %s does not answer); "
-                    "waiting for it to restart with the same command",
-                    name,
-                    self.members[name].control,
-                )
-                if recover:
-                    self.begin_recovery(f"worker {name!r} was lost")
+            silent = now - self.answered.get(name, now)
+            if silent < within:
+                continue
+            self.lost.add(name)
+            self.dead_workers.add(name)
+            log.error(
+                "topology: worker %r is lost (no answer to heartbeats for %.1f s); it is "
+                "fenced until it answers again or restarts with the same command",
+                name,
+                silent,
+            )
+            if recover:
+                self.begin_recovery(f"worker {name!r} was lost")
+
+    def on_heartbeat_ack(self, msg: HeartbeatAck) -> None:
+        info = self.members.get(msg.worker)
+        if info is None or info.uid != msg.uid:
+            return  # an incarnation that was replaced
+        self.answered[msg.worker] = time.monotonic()
+        if msg.worker not in self.lost:
+            return
+        # It never died: it was stopped or cut off. Its actors (of an old epoch) are
+        # retired with the others' and it takes its place again in a new placement.
+        self.lost.discard(msg.worker)
+        self.dead_workers.discard(msg.worker)
+        why = f"worker {msg.worker!r} answers again after it was lost"
+        log.warning("topology: %s; fencing its old actors", why)
+        if info.guard is not None:
+            self.send(info.guard, Fenced(self.epoch + 1, why))
+        if self.state in ("running", "recovering", "retiring", "configuring", "starting"):
+            self.begin_recovery(why)
 
     def on_owner_unreachable(self, msg: OwnerUnreachable) -> None:
         """A router drops records for a worker it lost: only a rollback replays them."""
         if self.state != "running" or msg.worker in self.lost:
             return  # a recovery is under way already, or the loss is known
-        info = self.members.get(msg.worker)
-        if info is not None and not probe(info.control):
-            return  # our own probes will find it lost and recover
+        silent = time.monotonic() - self.answered.get(msg.worker, 0.0)
+        if silent > 2 * HEARTBEAT_EVERY.total_seconds():
+            return  # heartbeats will find it lost and recover
         self.begin_recovery(
             f"{msg.stage_id}@{msg.reporter} dropped records for worker {msg.worker!r}, "
             "which answers again"
@@ -774,6 +824,10 @@ class TopologyActor(PlacedActor):
             status["actors"] = {
                 f"{sid}@{w}": figures for (sid, w), figures in sorted(self.status_replies.items())
             }
+            refusals: dict[str, int] = {}
+            for (_, w), figures in self.status_replies.items():
+                refusals[w] = max(refusals.get(w, 0), figures.get("messages_refused", 0))
+            status["messages_refused"] = refusals
             missing = set(self.addresses) - set(self.status_replies)
             status["unanswered"] = sorted(f"{sid}@{w}" for sid, w in missing)
         for w in waiters:

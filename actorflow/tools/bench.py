@@ -293,18 +293,21 @@ def cluster_run(
 
 
 def alphabet_app() -> str:
-    """apps/alphabet.py next to the `actorflow` package; BenchError if it is missing."""
-    app = Path(actorflow.__file__).resolve().parent.parent / "apps" / "alphabet.py"
+    """The alphabet example shipped inside the package (actorflow/examples/alphabet.py),
+    so the bench runs from any directory once installed; BenchError if it is missing."""
+    app = Path(actorflow.__file__).resolve().parent / "examples" / "alphabet.py"
     if not app.is_file():
         raise BenchError(
-            f"cannot find the alphabet example: {app} does not exist (the bench runs from a "
-            "source checkout, where apps/ sits next to the actorflow package)"
+            f"cannot find the alphabet example: {app} does not exist (reinstall actorflow: "
+            "the examples ship inside the package)"
         )
     return str(app)
 
 
 NO_CHECKPOINTS = 0  # key of the one-worker run without checkpoints
 HUB_DOWN = -1  # key of the one-worker run reporting to a metrics hub that is down
+NO_AUTH = -2  # key of the one-worker run with cluster authentication off
+BAR_AUTH_COST = 0.05  # sealing every message between actors: at most this much slower
 
 
 def bench_alphabet(
@@ -314,6 +317,7 @@ def bench_alphabet(
     say: Any,
     checkpoints: bool = False,
     hub_down: bool = False,
+    auth: bool = False,
 ) -> dict[str, Any]:
     """Measure the baseline and the cluster on 1 worker (and on `workers`, if more; and
     with checkpoints off, if `checkpoints`), best of `repeat` each, in this run."""
@@ -324,6 +328,7 @@ def bench_alphabet(
         {1, workers}
         | ({NO_CHECKPOINTS} if checkpoints else set())
         | ({HUB_DOWN} if hub_down else set())
+        | ({NO_AUTH} if auth else set())
     )
     try:
         say(f"generating {messages:,} alphabet messages (seed {SEED})")
@@ -350,12 +355,15 @@ def bench_alphabet(
                 label = {
                     NO_CHECKPOINTS: "1 worker, no checkpoints",
                     HUB_DOWN: "1 worker, metrics hub down",
+                    NO_AUTH: "1 worker, cluster authentication off",
                 }.get(n, f"{n} worker(s)")
                 extra: tuple[str, ...] = ()
                 if n == NO_CHECKPOINTS:
                     extra = ("--time-between-checkpoints", "0")
                 elif n == HUB_DOWN:
                     extra = ("--metrics", f"{HOST}:{free_port(HOST)}")  # nobody listens
+                elif n == NO_AUTH:
+                    extra = ("--no-cluster-auth",)
                 run = cluster_run(
                     app,
                     files[n],
@@ -420,6 +428,11 @@ def bench_alphabet(
     if HUB_DOWN in best:
         down = best[HUB_DOWN]["rate"]
         result.update(hub_down_rate=down, hub_down_ratio=round(down / one["rate"], 4))
+    if NO_AUTH in best:
+        plain = best[NO_AUTH]["rate"]
+        cost = 1 - one["rate"] / plain if plain > 0 else 0.0
+        result.update(no_auth_rate=plain, auth_cost=round(cost, 4))
+        result["bars"]["auth_5pct"] = cost <= BAR_AUTH_COST
     return result
 
 
@@ -462,6 +475,12 @@ def print_table(result: dict[str, Any]) -> None:
             f"  1 worker, metrics hub down {result['hub_down_rate']:>8,.0f} msg/s"
             f"  ({result['hub_down_ratio']:.3f} of 1 worker without --metrics)"
         )
+    if "no_auth_rate" in result:
+        print(
+            f"  1 worker, authentication off {result['no_auth_rate']:>6,.0f} msg/s"
+            f"  (authenticated cluster traffic costs {100 * result['auth_cost']:.1f}%)"
+        )
+        print(f"  bar authentication cost <= 5%:  {met(bars['auth_5pct'])}")
     if "scaling_1.0" in bars:
         print(f"  bar {result['workers']} workers >= 1.0x one:  {met(bars['scaling_1.0'])}")
 
@@ -500,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure one worker reporting to a metrics hub that is down",
     )
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="also measure one worker with cluster authentication off, to show what it costs",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return p
 
@@ -523,7 +547,13 @@ def run(argv: list[str]) -> int:
     try:
         with sigterm_interrupts():
             result = bench_alphabet(
-                args.messages, args.repeat, args.workers, say, args.checkpoints, args.hub_down
+                args.messages,
+                args.repeat,
+                args.workers,
+                say,
+                args.checkpoints,
+                args.hub_down,
+                args.auth,
             )
     except BenchError as exc:
         print(f"actorflow bench: error: {exc}", file=sys.stderr)

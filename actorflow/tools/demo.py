@@ -1,9 +1,10 @@
 """Run the alphabet example end to end on this machine and check every letter's total.
 
 `actorflow demo` is the quickest way to see a pipeline work: it picks free loopback
-ports, starts a framed receiver in this process, starts one worker running
-apps/alphabet.py, generates N vote messages, sends them, waits until all N outputs
-have arrived, and compares each letter's final total from the cluster with the total
+ports, starts a framed receiver in this process, starts one worker running the shipped
+example by module name (actorflow.examples.alphabet, so it works from any directory
+once installed), generates N vote messages, sends them, waits until all N outputs have
+arrived, and compares each letter's final total from the cluster with the total
 computed here from the generated frames. Everything it starts is stopped again, on
 success, failure, exception, Ctrl-C or SIGTERM.
 """
@@ -11,6 +12,7 @@ success, failure, exception, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import string
 import subprocess
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import actorflow
+from actorflow import examples
 from actorflow.metrics.hub import Hub
 from actorflow.processes import signals_masked, sigterm_interrupts
 from actorflow.testing import WorkerProcess, free_port
@@ -39,16 +41,16 @@ class DemoError(Exception):
     """The demo could not run (as opposed to: it ran and the totals did not match)."""
 
 
-def alphabet_app() -> Path:
-    """The path of apps/alphabet.py next to the `actorflow` package; DemoError if missing."""
-    root = Path(actorflow.__file__).resolve().parent.parent
-    app = root / "apps" / "alphabet.py"
-    if not app.is_file():
+def alphabet_app() -> str:
+    """The shipped alphabet example's module name (it works from any directory once
+    actorflow is installed); DemoError if it is missing."""
+    name = examples.module_name("alphabet")
+    if importlib.util.find_spec(name) is None:
         raise DemoError(
-            f"cannot find the alphabet example: {app} does not exist (the demo runs from a "
-            "source checkout, where apps/ sits next to the actorflow package)"
+            f"cannot find the alphabet example: module {name} is not installed "
+            "(reinstall actorflow: the examples ship inside the package)"
         )
-    return app
+    return name
 
 
 def final_totals(payloads: list[bytes]) -> tuple[dict[str, int], int]:
@@ -197,7 +199,7 @@ def demo(messages: int, keep_output: str | None = None, linger: float = 0.0) -> 
             f"metrics page: {hub.url} (the hub takes reports on {metrics_host}:{metrics_port})"
         )
         worker = WorkerProcess(
-            str(app),
+            app,
             [
                 "--in",
                 f"alphabet@{HOST}:{in_port}",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actorflow.errors import ActorflowError
+from actorflow.security import find_secret, stream_proof
 from actorflow.tools.framing import FrameReader, format_address, frame, parse_address
 from actorflow.wire import control_frame, read_control
 
@@ -248,12 +249,18 @@ def send_acked(
     log: Callable[[str], None] | None = _stderr_log,
     stop: threading.Event | None = None,
     progress: ProgressFn | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Send `frames` as the replayable stream `stream` (see actorflow.wire): say hello,
     send from where the source says to resume, and finish once the source acknowledges
     that a completed checkpoint covers every message. After a lost connection (a worker
     restarted, the cluster rolled back) reconnect and resume, for up to `patience`
-    seconds without progress. Returns the summary, with "acked" and "reconnects"."""
+    seconds without progress. `token` proves the claim to the stream in an authenticated
+    cluster (default: derived from $ACTORFLOW_CLUSTER_SECRET, if set). Returns the
+    summary, with "acked" and "reconnects"."""
+    if token is None:
+        secret = find_secret(None, None)
+        token = secret.stream_token(stream) if secret is not None else None
     total = len(frames)
     acked = 0
     sent_total = 0
@@ -283,6 +290,14 @@ def send_acked(
                 for message in _read_controls(sock, buf, 1.0):
                     if "error" in message:
                         raise SendError(f"the source refused stream {stream!r}: {message['error']}")
+                    if "challenge" in message:
+                        if token is None:
+                            raise SendError(
+                                f"the source refused stream {stream!r}: the cluster asks for "
+                                "the stream's token (--stream-token, or the cluster secret)"
+                            )
+                        proof = stream_proof(token, stream, str(message["challenge"]))
+                        sock.sendall(control_frame({"proof": proof}))
                     if "resume" in message:
                         resume = int(message["resume"])
                         acked = max(acked, min(int(message.get("ack", 0)), total))
@@ -396,6 +411,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="with --acked: the stream's name, unique per sender (default: the file name)",
     )
     p.add_argument(
+        "--stream-token",
+        metavar="T",
+        default=os.environ.get("ACTORFLOW_STREAM_TOKEN"),
+        help="with --acked: the token that lets this sender claim its stream (actorflow token "
+        "prints it; default: $ACTORFLOW_STREAM_TOKEN, else derived from the cluster secret: "
+        "--cluster-secret-file, $ACTORFLOW_CLUSTER_SECRET, or actorflow.secret in "
+        "--resilience-dir)",
+    )
+    p.add_argument("--cluster-secret-file", metavar="F", help="with --acked: see --stream-token")
+    p.add_argument(
+        "--resilience-dir", default="/tmp", help="with --acked: where to find actorflow.secret"
+    )
+    p.add_argument(
         "--patience",
         type=float,
         default=120.0,
@@ -466,11 +494,17 @@ def main(args: argparse.Namespace) -> int:
                     if args.repeat
                     else (frames[: args.messages])
                 )
+            stream = args.stream or os.path.basename(args.file)
+            token = args.stream_token
+            if token is None:
+                secret = find_secret(args.cluster_secret_file, args.resilience_dir)
+                token = secret.stream_token(stream) if secret is not None else None
             summary = send_acked(
                 host,
                 port,
                 frames,
-                stream=args.stream or os.path.basename(args.file),
+                stream=stream,
+                token=token,
                 batch_size=args.batch_size,
                 interval_ms=args.interval,
                 patience=args.patience,
@@ -490,7 +524,7 @@ def main(args: argparse.Namespace) -> int:
                 progress=_tty_progress if tty else None,
                 stop=stop,
             )
-    except SendError as exc:
+    except (SendError, ActorflowError) as exc:
         if tty:
             sys.stderr.write("\n")
         return _fail(str(exc))
