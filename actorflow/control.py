@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import sys
 import time
@@ -19,7 +18,6 @@ from typing import Any
 from actorflow.config import host_port
 from actorflow.errors import ActorflowError, ClusterError
 from actorflow.messages import ClusterStatus, ShutdownCluster, ShutdownDone, StatusQuery
-from actorflow.net import route_address
 from actorflow.resilience import clean
 from actorflow.security import ClusterSecret, find_secret, missing_secret_hint
 
@@ -50,7 +48,6 @@ def ask_topology(
     from actorflow.runtime.topology import TopologyActor
     from actorflow.worker import TOPOLOGY_NAME
 
-    os.environ.setdefault("THESPIAN_BASE_IPADDR", route_address(host))
     transport.install(secret or None)
     started = time.monotonic()
     system = transport.connect_to_admin(host, port, timeout)

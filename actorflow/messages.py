@@ -23,6 +23,10 @@ class Batch:
 
     ``epoch`` fences actors of an older placement: a batch from another epoch is dropped.
     ``born`` is when the oldest record of the batch entered the cluster (for latency).
+    ``watermark`` (apps with windows): the sender's watermark, in nanoseconds of event
+    time, holding after these records (-1: the sender is idle; None: not known yet).
+    A batch without records carries only a watermark. In such an app records are
+    (key, value, event time).
     """
 
     link: int
@@ -30,6 +34,7 @@ class Batch:
     records: list
     epoch: int = 0
     born: float = 0.0
+    watermark: int | None = None
 
     def __repr__(self) -> str:  # Thespian formats messages it sends: keep that cheap
         return f"Batch(link={self.link}, seq={self.seq}, {len(self.records)} records)"
@@ -111,7 +116,6 @@ class Configure:
     files: Any = None  # resilience.WorkerFiles
     coordinator: Any = None  # the topology actor's address
     metrics: Any = None  # the worker's metrics reporter actor, or None
-    controls: Any = None  # worker name -> control address, to tell a dead owner
 
 
 @dataclass(frozen=True)
@@ -212,11 +216,13 @@ class Retire:
 
 @dataclass(frozen=True)
 class Retired:
-    """An actor closed its sockets; ``unreplayable`` counts records from plain senders."""
+    """An actor closed its sockets; ``unreplayable`` counts records from plain senders,
+    ``dropped`` the records it dropped for workers that were lost."""
 
     stage_id: str
     worker: str
     unreplayable: int = 0
+    dropped: int = 0
 
 
 # --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import threading
 import types
@@ -48,6 +49,7 @@ from thespian.system.transport import asyncTransportBase as async_base
 from thespian.system.transport.streamBuffer import ackDataErrMsg, ackMsg
 
 from actorflow.errors import ClusterError
+from actorflow.net import route_address
 from actorflow.security import HEADER_SIZE, ClusterSecret, Refused, ReplayGuard
 
 log = logging.getLogger("actorflow.security")
@@ -226,11 +228,16 @@ def start_worker_system(capabilities: dict, log_defs: dict) -> ActorSystem:
     return ActorSystem(systemBase=base, capabilities=caps, transientUnique=True)
 
 
-def connect_to_admin(host: str, port: int, timeout: float) -> ActorSystem:
+def connect_to_admin(
+    host: str, port: int, timeout: float, local: str | None = None
+) -> ActorSystem:
     """A client of the admin at ``host:port``; ClusterError if it does not answer in time.
 
-    The client listens for answers on this host's address on the route to ``host``.
+    The client listens for answers on ``local``: by default this host's address on the
+    route to ``host``.
     """
+    # Thespian takes the address it listens on from the environment.
+    os.environ["THESPIAN_BASE_IPADDR"] = local or route_address(host)
     caps = {"Admin Port": port, "Convention Address.IPv4": f"{host}:{port}"}
     caps[ADMIN_CAPABILITY] = (host, port)
     result: list[Any] = []

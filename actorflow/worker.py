@@ -243,7 +243,7 @@ class Worker:
             reply = self.system.ask(topology, request, cfg.ready_timeout)
         else:
             # Talk to the topology actor through the initializer's admin, as a client.
-            control = transport.connect_to_admin(host, port, cfg.join_timeout)
+            control = transport.connect_to_admin(host, port, cfg.join_timeout, my_host)
             topology = control.createActor(TopologyActor, globalName=TOPOLOGY_NAME)
             log.info(
                 "worker %s: %s the cluster at %s:%d",

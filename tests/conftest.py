@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +29,17 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
 
 
 APPS = ROOT / "apps"
+
+
+def alphabet_file_totals(path: Path) -> dict[str, int]:
+    """Votes per letter in an alphabet file of frames, summed here (not by the tools)."""
+    data, totals, pos = path.read_bytes(), {}, 0
+    while pos < len(data):
+        (size,) = struct.unpack_from(">I", data, pos)
+        letter, votes = struct.unpack_from(">sI", data, pos + 4)
+        totals[letter.decode()] = totals.get(letter.decode(), 0) + votes
+        pos += 4 + size
+    return totals
 
 
 class Collector:

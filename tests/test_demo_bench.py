@@ -14,7 +14,7 @@ import threading
 import psutil
 import pytest
 
-from tests.conftest import ROOT, group_alive
+from tests.conftest import ROOT, alphabet_file_totals, group_alive
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +53,28 @@ def assert_cleaned_up(stderr: str) -> None:
         assert not group_alive(int(group.group(1)))
 
 
-def test_demo_all_totals_match_and_cleans_up():
-    proc = actorflow("demo", "--messages", "20000")
+def test_demo_all_totals_match_and_cleans_up(tmp_path):
+    proc = actorflow("demo", "--messages", "20000", "--keep-output", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all 26 totals match" in proc.stdout
     assert "MISMATCH" not in proc.stdout
     assert re.search(r"outputs received\s+20,000", proc.stdout)
     assert_cleaned_up(proc.stderr)
+    # Independently of the demo's own verdict: the same input (seed 1, as the demo says),
+    # totals summed here, against the last output line of each letter it received.
+    assert "seed 1" in proc.stderr
+    gen = actorflow("gen", "alphabet", "--messages", "20000", "--seed", "1", "--output",
+                    str(tmp_path / "votes.bin"))
+    assert gen.returncode == 0, gen.stderr
+    want = alphabet_file_totals(tmp_path / "votes.bin")
+    lines = (tmp_path / "received.txt").read_text().splitlines()
+    assert len(lines) == 20_000
+    got: dict[str, list[int]] = {}
+    for line in lines:
+        letter, _, total = line.partition(" => ")
+        got.setdefault(letter, []).append(int(total))
+    assert {k: v[-1] for k, v in got.items()} == want
+    assert all(v == sorted(v) for v in got.values()), "running totals only grow"
 
 
 def test_demo_sigterm_stops_everything():

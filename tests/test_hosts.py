@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 
 from actorflow.processes import group_alive
 from actorflow.testing import WorkerProcess
-from tests.conftest import APPS
+from tests.conftest import APPS, alphabet_file_totals
 from tests.hosts import Hosts
 
 pytestmark = pytest.mark.integration
@@ -48,13 +47,7 @@ def votes_file(path: Path, seed: int, messages: int) -> dict[str, int]:
         check=True,
         capture_output=True,
     )
-    data, totals, pos = path.read_bytes(), {}, 0
-    while pos < len(data):
-        (size,) = struct.unpack_from(">I", data, pos)
-        letter, votes = struct.unpack_from(">sI", data, pos + 4)
-        totals[letter.decode()] = totals.get(letter.decode(), 0) + votes
-        pos += 4 + size
-    return totals
+    return alphabet_file_totals(path)
 
 
 class TwoHostCluster:

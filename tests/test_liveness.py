@@ -10,6 +10,7 @@ from actorflow.messages import (
     Fenced,
     Heartbeat,
     HeartbeatAck,
+    JoinCluster,
     Liveness,
     OwnerUnreachable,
     Retire,
@@ -135,6 +136,19 @@ def test_a_drop_for_a_silent_worker_waits_for_the_heartbeats(running, clock):
     clock.now += 2.0
     running.on_owner_unreachable(OwnerUnreachable("worker2", "router1", "worker1"))
     assert running.state == "running"
+
+
+def test_a_restarted_worker_is_not_taken_for_lost_at_once(running, clock):
+    clock.now += LOST_AFTER - 0.5  # it crashed and came back before it was found lost
+    running.cluster_id = "c"
+    again = WorkerInfo("worker2", "uid2b", (), "127.0.0.1:2", cluster_id="c", guard="guard2b")
+    running.registered["uid2b"] = "worker2"
+    running.on_join(JoinCluster(again, 2), "its command")
+    assert running.members["worker2"].uid == "uid2b" and running.epoch == 2
+    clock.now += 1.0
+    running.heartbeat()
+    assert "worker2" not in running.lost
+    assert ("guard2b", Heartbeat(running.heartbeats)) in running.sent
 
 
 def test_the_docstring_examples_run():

@@ -126,6 +126,7 @@ class TopologyActor(PlacedActor):
         # completed one (what a dead worker's sources took after it is lost, at least)
         self.progress: dict[tuple[str, str], dict[int, int]] = {}
         self.possibly_lost = 0
+        self.dropped_for_lost = 0  # records routers dropped for lost workers (replayed)
         self.lost: set[str] = set()
         self.answered: dict[str, float] = {}  # worker -> when its guard last answered
         self.heartbeats = 0
@@ -321,6 +322,7 @@ class TopologyActor(PlacedActor):
             return
         rejoin = info.name in self.order
         self.members[info.name] = info
+        self.answered[info.name] = time.monotonic()  # a new incarnation: heard from now
         self.waiting.append((msg, sender))
         log.info("topology: worker %r %s", info.name, "rejoined" if rejoin else "joined")
         if rejoin:
@@ -396,6 +398,7 @@ class TopologyActor(PlacedActor):
 
     def on_retired(self, msg: Retired) -> None:
         self.possibly_lost += msg.unreplayable
+        self.dropped_for_lost += msg.dropped
         if self.state != "retiring":
             return
         self.retiring.discard((msg.stage_id, msg.worker))
@@ -450,7 +453,6 @@ class TopologyActor(PlacedActor):
                 files=files,
                 coordinator=self.myAddress,
                 metrics=reporters.get(p.worker),
-                controls={n: self.members[n].control for n in self.order},
             )
             self.send(self.addresses[key], cfg)
         self.wakeupAfter(PLACE_TIMEOUT, ("placing", self.epoch))
@@ -817,6 +819,7 @@ class TopologyActor(PlacedActor):
             "lost_workers": sorted(self.lost),
             "recoveries": self.recoveries,
             "records_possibly_lost": self.possibly_lost,
+            "records_dropped_for_lost_workers": self.dropped_for_lost,
             "last_checkpoint_failure": self.checkpoint_failure,
         }
         if self.plan is not None and self.placement is not None:
