@@ -115,9 +115,10 @@ class ClusterSecret:
 
     def seal(self, payload: bytes, now: float | None = None) -> bytes:
         """``payload`` with the header and MAC that make it a cluster message."""
-        rest = _HEAD.pack(time.time() if now is None else now, _session.id, next(_session.counter))
-        rest += payload
-        return MAGIC + hmac.digest(self.transport_key, rest, "sha256") + rest
+        head = _HEAD.pack(time.time() if now is None else now, _session.id, next(_session.counter))
+        mac = hmac.new(self.transport_key, head, "sha256")
+        mac.update(payload)  # no copy of a large payload before the one below
+        return b"".join((MAGIC, mac.digest(), head, payload))
 
     def verify(self, sealed: bytes) -> None:
         """Refused unless ``sealed`` carries a MAC made with this secret."""

@@ -18,7 +18,8 @@ from actorflow.messages import (
 )
 from actorflow.plan import Settings
 from actorflow.runtime import topology
-from actorflow.runtime.topology import LOST_AFTER, LOST_HEARTBEAT_EVERY, TopologyActor
+from actorflow.runtime.membership import LOST_AFTER, LOST_HEARTBEAT_EVERY
+from actorflow.runtime.topology import Phase, TopologyActor
 
 
 class Clock:
@@ -63,12 +64,14 @@ def running(clock) -> FakeTopology:
     w1 = WorkerInfo("worker1", "uid1", (), "127.0.0.1:1", guard="guard1")
     w2 = WorkerInfo("worker2", "uid2", (), "127.0.0.1:2", guard="guard2")
     t.request = BuildCluster("app.py", w1, 2, Settings(checkpoint_every=0), None)
-    t.members = {"worker1": w1, "worker2": w2}
-    t.registered = {"uid1": "worker1", "uid2": "worker2"}
-    t.order = ["worker1", "worker2"]
+    m = t.membership
+    m.initializer = "worker1"
+    m.members = {"worker1": w1, "worker2": w2}
+    m.registered = {"uid1": "worker1", "uid2": "worker2"}
+    m.order = ["worker1", "worker2"]
+    m.answered = {"worker1": clock.now, "worker2": clock.now}
     t.addresses = {("router1", "worker1"): "router1@1", ("state2", "worker2"): "state2@2"}
-    t.state, t.ever_ready, t.epoch = "running", True, 1
-    t.answered = {"worker1": clock.now, "worker2": clock.now}
+    t.state, t.ever_ready, t.epoch = Phase.RUNNING, True, 1
     return t
 
 
@@ -79,7 +82,7 @@ def test_heartbeats_go_to_every_other_worker_and_answers_keep_it(running, clock)
         clock.now += 0.5
         running.on_heartbeat_ack(HeartbeatAck(1, "worker2", "uid2"))
         running.heartbeat()
-    assert running.state == "running" and not running.lost
+    assert running.state == "running" and not running.membership.lost
     liveness = [m for _, m in running.take(Liveness)]
     assert liveness and all(m.lost == () for m in liveness)
 
@@ -87,7 +90,7 @@ def test_heartbeats_go_to_every_other_worker_and_answers_keep_it(running, clock)
 def test_a_silent_worker_is_fenced_and_the_others_are_told(running, clock):
     clock.now += LOST_AFTER + 0.1
     running.heartbeat()
-    assert running.lost == {"worker2"}
+    assert running.membership.lost == {"worker2"}
     assert running.state == "recovering"
     running.heartbeat()  # the second tick broadcasts
     told = running.take(Liveness)
@@ -113,7 +116,7 @@ def test_a_fenced_worker_that_answers_again_is_retired_and_placed_anew(running, 
     running.sent.clear()
     clock.now += 20  # stopped for a while, then SIGCONT
     running.on_heartbeat_ack(HeartbeatAck(7, "worker2", "uid2"))
-    assert not running.lost
+    assert not running.membership.lost
     assert running.take(Fenced) and running.take(Fenced) == []
     retired = {t for t, m in running.take(Retire)}
     assert retired == {"router1@1", "state2@2"}, "its old actors are retired too"
@@ -124,7 +127,7 @@ def test_an_answer_from_a_replaced_incarnation_is_ignored(running, clock):
     clock.now += LOST_AFTER + 0.1
     running.heartbeat()
     running.on_heartbeat_ack(HeartbeatAck(1, "worker2", "an-old-uid"))
-    assert running.lost == {"worker2"} and running.state == "recovering"
+    assert running.membership.lost == {"worker2"} and running.state == "recovering"
 
 
 def test_a_drop_for_a_worker_that_answers_rolls_back(running, clock):
@@ -142,12 +145,12 @@ def test_a_restarted_worker_is_not_taken_for_lost_at_once(running, clock):
     clock.now += LOST_AFTER - 0.5  # it crashed and came back before it was found lost
     running.cluster_id = "c"
     again = WorkerInfo("worker2", "uid2b", (), "127.0.0.1:2", cluster_id="c", guard="guard2b")
-    running.registered["uid2b"] = "worker2"
+    running.membership.registered["uid2b"] = "worker2"
     running.on_join(JoinCluster(again, 2), "its command")
-    assert running.members["worker2"].uid == "uid2b" and running.epoch == 2
+    assert running.membership.members["worker2"].uid == "uid2b" and running.epoch == 2
     clock.now += 1.0
     running.heartbeat()
-    assert "worker2" not in running.lost
+    assert "worker2" not in running.membership.lost
     assert ("guard2b", Heartbeat(running.heartbeats)) in running.sent
 
 

@@ -346,3 +346,41 @@ def test_a_command_without_the_secret_is_refused_in_time(tmp_path, collector):
                          secret=ClusterSecret(b"w" * 32))
         assert time.monotonic() - started < 15
         assert query_status(("127.0.0.1", cluster.control))["processing_messages"]
+
+
+def test_a_command_against_a_stranger_times_out_and_starts_no_admin(tmp_path):
+    """A port where something else listens (or a stopped initializer): the command says
+    so within its timeout and leaves nothing behind (it never starts an admin)."""
+    import subprocess
+    import sys
+
+    stranger = socket.create_server(("127.0.0.1", 0))
+    port = stranger.getsockname()[1]
+    taken: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = stranger.accept()
+            except OSError:
+                return
+            taken.append(conn)  # read nothing, answer nothing
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "actorflow", "status", "--control", f"127.0.0.1:{port}",
+             "--timeout", "3"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "no actorflow admin answered" in proc.stderr
+        assert time.monotonic() - started < 20
+        listeners = {c.pid for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listeners <= {os.getpid()}, "the command left an admin of its own"
+    finally:
+        stranger.close()
+        for conn in taken:
+            conn.close()

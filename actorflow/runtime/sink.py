@@ -9,7 +9,10 @@ Bytes already handed to the kernel when a receiver dies are lost with it.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import select
 import socket
 import time
 from collections import deque
@@ -23,6 +26,8 @@ from actorflow.runtime.stage import StageActor
 log = logging.getLogger("actorflow.sink")
 
 _RETRY_WRITE = timedelta(milliseconds=2)
+_CONNECT_POLL = timedelta(milliseconds=20)
+CONNECT_TIMEOUT = 3.0  # seconds before a connect that neither succeeds nor fails is retried
 SOCKET_BUFFER = 256 * 1024  # fixed, so the kernel's share of buffered output is bounded too
 
 
@@ -41,6 +46,8 @@ class SinkActor(StageActor):
         self.limit = self.config.settings.sink_buffer
         self.backoff = 0.05
         self.reconnect_pending = False
+        self.connecting: socket.socket | None = None  # a connect under way
+        self.connect_started = 0.0
         self.write_pending = False
         self.warned = False
         self.written_bytes = 0
@@ -56,23 +63,59 @@ class SinkActor(StageActor):
         return f"{self.address[0]}:{self.address[1]}"
 
     def connect(self) -> None:
+        """Start a non-blocking connect (a handler never waits on the network); it is
+        looked at again until it completes, fails or takes longer than CONNECT_TIMEOUT."""
         self.reconnect_pending = False
-        try:
-            sock = socket.create_connection(self.address, timeout=1.0)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-        except OSError as exc:
-            if not self.warned:
-                log.warning(
-                    "sink: receiver at %s is not reachable (%s); retrying with back-off",
-                    self.where,
-                    exc.strerror or exc,
-                )
-                self.warned = True
-            self.reconnect_pending = True
-            self.wakeupAfter(timedelta(seconds=self.backoff), "reconnect")
-            self.backoff = min(self.backoff * 2, self.config.settings.reconnect_max)
-            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         sock.setblocking(False)
+        try:
+            code = sock.connect_ex(self.address)
+        except OSError as exc:  # a name that does not resolve
+            code = exc.errno or errno.EINVAL
+        if code == 0:
+            self.connected(sock)
+        elif code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+            self.connecting = sock
+            self.connect_started = time.monotonic()
+            self.wakeupAfter(_CONNECT_POLL, "connecting")
+        else:
+            sock.close()
+            self.retry(os.strerror(code))
+
+    def check_connect(self) -> None:
+        sock = self.connecting
+        if sock is None:
+            return
+        _, writable, _ = select.select([], [sock], [], 0)
+        if writable:
+            self.connecting = None
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                self.connected(sock)
+            else:
+                sock.close()
+                self.retry(os.strerror(err))
+        elif time.monotonic() - self.connect_started > CONNECT_TIMEOUT:
+            self.connecting = None
+            sock.close()
+            self.retry("connection timed out")
+        else:
+            self.wakeupAfter(_CONNECT_POLL, "connecting")
+
+    def retry(self, why: str) -> None:
+        if not self.warned:
+            log.warning(
+                "sink: receiver at %s is not reachable (%s); retrying with back-off",
+                self.where,
+                why,
+            )
+            self.warned = True
+        self.reconnect_pending = True
+        self.wakeupAfter(timedelta(seconds=self.backoff), "reconnect")
+        self.backoff = min(self.backoff * 2, self.config.settings.reconnect_max)
+
+    def connected(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.watch = [sock.fileno()]
@@ -169,6 +212,8 @@ class SinkActor(StageActor):
             return
         if payload == "reconnect":
             self.connect()
+        elif payload == "connecting":
+            self.check_connect()
         elif payload == "write":
             self.write_pending = False
             self.flush()
@@ -201,6 +246,9 @@ class SinkActor(StageActor):
         super().retire(sender)
 
     def on_exit(self) -> None:
+        if getattr(self, "connecting", None) is not None:
+            self.connecting.close()
+            self.connecting = None
         if getattr(self, "sock", None) is not None:
             try:
                 self.sock.setblocking(True)

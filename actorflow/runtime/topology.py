@@ -19,7 +19,8 @@ import time
 import traceback
 import uuid
 from datetime import timedelta
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from thespian.actors import (
     ActorExitRequest,
@@ -60,10 +61,11 @@ from actorflow.messages import (
     StartSource,
     StatusQuery,
     StopWorker,
-    WorkerInfo,
 )
 from actorflow.plan import Placement, Plan, compile_plan, describe, fan_in, place, wire
 from actorflow.resilience import ClusterState, WorkerFiles, stale_hint, write_state
+from actorflow.runtime.checkpoints import CheckpointCoordinator
+from actorflow.runtime.membership import HEARTBEAT_EVERY, LOST_AFTER, Membership
 from actorflow.runtime.reporter import MetricsReporter
 from actorflow.runtime.sink import SinkActor
 from actorflow.runtime.source import SourceActor
@@ -86,12 +88,40 @@ ACTOR_CLASSES = {
 
 STATUS_TIMEOUT = timedelta(seconds=2)
 RETIRE_TIMEOUT = timedelta(seconds=3)
-HEARTBEAT_EVERY = timedelta(milliseconds=500)
-LOST_AFTER = 3.0  # seconds without a heartbeat answer before a worker is lost (fenced)
-LOST_HEARTBEAT_EVERY = 2.0  # seconds between heartbeats to a lost worker
-DUPLICATE_WITHIN = 1.0  # a known incarnation that answered this recently is running
 PLACE_TIMEOUT = timedelta(seconds=10)
-CHECKPOINT_TIMEOUT = 10.0  # seconds before an unfinished checkpoint is abandoned
+HEARTBEAT_PERIOD = timedelta(seconds=HEARTBEAT_EVERY)
+
+
+class Phase(StrEnum):
+    """What the topology actor is doing (``actorflow status`` shows it as ``state``)."""
+
+    IDLE = "idle"
+    GATHERING = "gathering"  # waiting for --worker-count workers
+    RETIRING = "retiring"  # the old placement's actors close their sockets
+    CONFIGURING = "configuring"  # the new placement's actors load state and wire up
+    STARTING = "starting"  # sources start listening
+    RUNNING = "running"
+    RECOVERING = "recovering"  # waiting for lost workers to come back
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+PLACED = (Phase.RUNNING, Phase.RECOVERING, Phase.RETIRING, Phase.CONFIGURING, Phase.STARTING)
+
+
+class TimerKind(StrEnum):
+    STATUS = "status"  # a status round's answers are due
+    RETIRE = "retire"  # old actors that did not answer Retire are given up
+    CHECKPOINT = "checkpoint"  # the next checkpoint is due
+    HEARTBEAT = "heartbeat"
+    PLACING = "placing"  # a placement that did not complete
+
+
+class Timer(NamedTuple):
+    """A wakeup's payload: ``round`` tells a current timer from a stale one."""
+
+    kind: TimerKind
+    round: int
 
 
 class TopologyActor(PlacedActor):
@@ -103,40 +133,26 @@ class TopologyActor(PlacedActor):
         self.requester: Any = None
         self.waiting: list[Any] = []  # joined workers' commands waiting for ClusterReady
         self.cluster_id = ""
-        self.members: dict[str, WorkerInfo] = {}  # current incarnation of each worker
-        self.order: list[str] = []  # worker names in placement order (fixed once placed)
-        self.registered: dict[str, str] = {}  # uid -> worker name, from the convention
+        self.membership = Membership()
+        self.checkpoints = CheckpointCoordinator()
         self.subscribed = False
         self.plan: Plan | None = None
         self.placement: Placement | None = None
         self.addresses: dict[tuple[str, str], Any] = {}
         self.old: dict[tuple[str, str], Any] = {}  # actors of the placement being replaced
-        self.dead_workers: set[str] = set()  # their old actors died with them
         self.configuring: set[tuple[str, str]] = set()
         self.starting: set[tuple[str, str]] = set()
+        self.retiring: set[tuple[str, str]] = set()
         self.listening: dict[str, list[str]] = {}
-        self.state = "idle"  # idle|gathering|retiring|configuring|starting|running|recovering
+        self.state = Phase.IDLE
         self.epoch = 0
-        self.checkpoint = 0  # last completed
-        self.next_checkpoint = 0
-        self.pending: int | None = None  # checkpoint under way
-        self.pending_since = 0.0
-        self.reached: set[tuple[str, str]] = set()
-        # per source: plain-sender records taken by each checkpoint started since the last
-        # completed one (what a dead worker's sources took after it is lost, at least)
-        self.progress: dict[tuple[str, str], dict[int, int]] = {}
-        self.possibly_lost = 0
         self.dropped_for_lost = 0  # records routers dropped for lost workers (replayed)
-        self.lost: set[str] = set()
-        self.answered: dict[str, float] = {}  # worker -> when its guard last answered
         self.heartbeats = 0
-        self.heartbeat_sent: dict[str, float] = {}
         self.shutdown_waiters: list[Any] = []
         self.started_at = 0.0
         self.placed_at = 0.0
         self.recoveries = 0
         self.ever_ready = False
-        self.checkpoint_failure = ""
         self.status_waiters: list[Any] = []
         self.status_replies: dict[tuple[str, str], dict] = {}
         self.status_round = 0
@@ -155,16 +171,16 @@ class TopologyActor(PlacedActor):
         if isinstance(msg, CheckpointReached):
             self.on_checkpoint_reached(msg)
         elif isinstance(msg, CheckpointFailed):
-            if msg.epoch == self.epoch and msg.checkpoint == self.pending:
+            if msg.epoch == self.epoch and msg.checkpoint == self.checkpoints.pending:
                 self.abandon_checkpoint(msg.reason)
         elif isinstance(msg, HeartbeatAck):
             self.on_heartbeat_ack(msg)
         elif isinstance(msg, OwnerUnreachable):
             self.on_owner_unreachable(msg)
         elif isinstance(msg, SourceProgress):
-            if msg.checkpoint >= self.checkpoint:
-                seen = self.progress.setdefault((msg.stage_id, msg.worker), {})
-                seen[msg.checkpoint] = msg.unreplayable
+            self.checkpoints.note_progress(
+                msg.stage_id, msg.worker, msg.checkpoint, msg.unreplayable
+            )
         elif isinstance(msg, WakeupMessage):
             self.on_wakeup(msg.payload)
         elif isinstance(msg, BuildCluster):
@@ -204,30 +220,31 @@ class TopologyActor(PlacedActor):
             return
         self.request = msg
         self.requester = sender
-        self.registered[msg.initializer.uid] = msg.initializer.name  # our own admin
+        self.membership.initializer = msg.initializer.name
+        self.membership.registered[msg.initializer.uid] = msg.initializer.name  # our own admin
         self.started_at = time.monotonic()
-        self.state = "gathering"
+        self.state = Phase.GATHERING
         resume: ClusterState | None = msg.resume
         if resume is not None:
             self.cluster_id = resume.cluster_id
             self.epoch = resume.epoch
-            self.checkpoint = self.next_checkpoint = resume.checkpoint
-            self.order = list(resume.workers)
+            self.checkpoints.resume_from(resume.checkpoint)
+            self.membership.order = list(resume.workers)
             self.old = dict(resume.addresses.get("actors", {}))
-            self.dead_workers = {msg.initializer.name}  # our old actors died with us
+            self.membership.dead.add(msg.initializer.name)  # our old actors died with us
             for name, info in resume.addresses.get("members", {}).items():
                 if name != msg.initializer.name:
-                    self.members[name] = info  # present once its admin registers again
+                    self.membership.members[name] = info  # present once its admin registers again
             log.info(
                 "topology: resuming cluster %s from checkpoint %d (epoch %d); waiting for %s",
                 self.cluster_id,
-                self.checkpoint,
+                self.checkpoints.completed,
                 self.epoch,
-                ", ".join(self.order),
+                ", ".join(self.membership.order),
             )
         else:
             self.cluster_id = uuid.uuid4().hex
-        self.members[msg.initializer.name] = msg.initializer
+        self.membership.members[msg.initializer.name] = msg.initializer
         early, self.waiting = list(self.waiting), []
         for join, reply_to in early:
             self.on_join(join, reply_to)
@@ -235,71 +252,11 @@ class TopologyActor(PlacedActor):
 
     def refusal(self, join: JoinCluster) -> tuple[str, bool] | None:
         """Why this worker cannot join (and whether its files are stale), or None."""
-        req, info = self.request, join.worker
-        if req is None:
+        if self.request is None:
             return None
-        if join.worker_count != req.worker_count:
-            return (
-                f"worker-count mismatch: this worker says --worker-count {join.worker_count}, "
-                f"the initializer {req.initializer.name!r} says {req.worker_count}",
-                False,
-            )
-        if join.settings is not None and join.settings != req.settings:
-            differ = [
-                f"--{f.replace('_', '-')} {getattr(join.settings, f)} (the cluster's: "
-                f"{getattr(req.settings, f)})"
-                for f in ("batch_size", "window", "partitions", "max_frame_size", "sink_buffer")
-                if getattr(join.settings, f) != getattr(req.settings, f)
-            ]
-            if join.settings.checkpoint_every != req.settings.checkpoint_every:
-                differ.append(
-                    f"--time-between-checkpoints {join.settings.checkpoint_every:g} (the "
-                    f"cluster's: {req.settings.checkpoint_every:g})"
-                )
-            if differ:
-                return (f"settings differ from the initializer's: {', '.join(differ)}", False)
-        if info.cluster_id is not None and info.cluster_id != self.cluster_id:
-            return (f"its resilience files belong to another cluster ({info.cluster_id})", True)
-        known = info.name in self.order
-        if known and self.incarnation_alive(info.name):
-            current = self.members[info.name]
-            return (
-                f"worker {info.name!r} is running already (its control address "
-                f"{current.control} answers); stop it before starting it again",
-                False,
-            )
-        if info.cluster_id is not None:
-            if not known:
-                return (f"worker {info.name!r} is not a member of cluster {self.cluster_id}", True)
-            return None  # a member restarting from its files
-        if known and not self.ever_ready:
-            return None  # it died during the first placement, before it had files
-        if self.order:  # placed before (or resuming): only members with their files
-            if known:
-                return (
-                    f"worker {info.name!r} belongs to cluster {self.cluster_id} and must "
-                    "restart from its resilience files, but has none in its --resilience-dir",
-                    False,
-                )
-            return (f"the cluster is already running with its {len(self.order)} workers", False)
-        if info.name in self.members:
-            return (f"worker name {info.name!r} is already taken in this cluster", False)
-        if len(self.members) >= req.worker_count:
-            return (
-                f"the cluster already has its {req.worker_count} workers (--worker-count)",
-                False,
-            )
-        return None
-
-    def incarnation_alive(self, name: str) -> bool:
-        """True if the incarnation of ``name`` we know is still there."""
-        current = self.members.get(name)
-        if current is None or name in self.lost or name in self.dead_workers:
-            return False
-        if self.request is not None and name == self.request.initializer.name:
-            return True
-        recently = time.monotonic() - self.answered.get(name, float("-inf")) < DUPLICATE_WITHIN
-        return current.uid in self.registered and recently
+        return self.membership.refusal(
+            join, self.request, self.cluster_id, self.ever_ready, time.monotonic()
+        )
 
     def on_join(self, msg: JoinCluster, sender: Any) -> None:
         if self.request is None:
@@ -320,18 +277,13 @@ class TopologyActor(PlacedActor):
                     + stale_hint(req.files.folder, req.files.existing())
                 )
             return
-        rejoin = info.name in self.order
-        self.members[info.name] = info
-        self.answered[info.name] = time.monotonic()  # a new incarnation: heard from now
+        rejoin = self.membership.admit(info, time.monotonic())
         self.waiting.append((msg, sender))
         log.info("topology: worker %r %s", info.name, "rejoined" if rejoin else "joined")
-        if rejoin:
+        if rejoin and self.state in PLACED:
             # Its old actors died with it; whatever runs elsewhere must roll back.
-            self.dead_workers.add(info.name)
-            if self.state in ("running", "recovering", "retiring", "configuring", "starting"):
-                self.lost.discard(info.name)
-                self.begin_recovery(f"worker {info.name!r} restarted")
-                return
+            self.begin_recovery(f"worker {info.name!r} restarted")
+            return
         self.maybe_place()
 
     def on_convention_update(self, msg: ActorSystemConventionUpdate) -> None:
@@ -340,64 +292,56 @@ class TopologyActor(PlacedActor):
         if uid is None:
             return
         if msg.remoteAdded:
-            self.registered[uid] = caps.get(WORKER_CAPABILITY, "?")
+            self.membership.registered[uid] = caps.get(WORKER_CAPABILITY, "?")
         else:
-            self.registered.pop(uid, None)
-            if self.state == "gathering" and not self.order:
-                for name, info in list(self.members.items()):
+            self.membership.registered.pop(uid, None)
+            if self.state == "gathering" and not self.membership.order:
+                for name, info in list(self.membership.members.items()):
                     if info.uid == uid and self.request and name != self.request.initializer.name:
                         log.warning("topology: worker %r left before the cluster started", name)
-                        del self.members[name]
+                        del self.membership.members[name]
         self.maybe_place()
 
     def maybe_place(self) -> None:
         req = self.request
         if req is None or self.state not in ("gathering", "recovering"):
             return
-        names = self.order or [req.initializer.name] + sorted(
-            n for n in self.members if n != req.initializer.name
+        names = self.membership.order or [req.initializer.name] + sorted(
+            n for n in self.membership.members if n != req.initializer.name
         )
-        missing = [n for n in names if n not in self.members or n in self.lost]
+        missing = self.membership.waiting_for(names)
         if len(names) < req.worker_count or missing:
             waiting_for = missing or [f"{req.worker_count - len(names)} more"]
             log.info("topology: waiting for worker(s) %s", ", ".join(waiting_for))
             return
-        if any(self.members[n].uid not in self.registered for n in names):
+        if not self.membership.all_registered(names):
             return  # a worker's admin has not joined the convention yet
-        self.order = names
+        self.membership.order = names
         self.place_all()
 
     # ---- placing ------------------------------------------------------------
 
-    def count_dead_sources_loss(self) -> None:
-        """Plain-sender records that sources on dead workers took after the checkpoint
-        we roll back to (a lower bound: what came after their last barrier is unknown)."""
-        for (_, worker), seen in self.progress.items():
-            if worker in self.dead_workers and seen:
-                self.possibly_lost += max(seen.values()) - seen.get(self.checkpoint, 0)
-        self.progress = {}
-
     def place_all(self) -> None:
         """Retire the previous placement (if any), then place the app anew."""
-        self.count_dead_sources_loss()
+        self.checkpoints.count_loss(self.membership.dead)
         self.epoch += 1
-        self.pending = None
-        self.reached.clear()
+        self.checkpoints.cancel()
         self.retire_round += 1
-        alive = {key: addr for key, addr in self.old.items() if key[1] not in self.dead_workers}
+        dead = self.membership.dead
+        alive = {key: addr for key, addr in self.old.items() if key[1] not in dead}
         self.old = {}
-        self.dead_workers = set()
+        dead.clear()
         if alive:
-            self.state = "retiring"
+            self.state = Phase.RETIRING
             self.retiring = set(alive)
             for addr in alive.values():
                 self.send(addr, Retire(self.epoch))
-            self.wakeupAfter(RETIRE_TIMEOUT, ("retire", self.retire_round))
+            self.wakeupAfter(RETIRE_TIMEOUT, Timer(TimerKind.RETIRE, self.retire_round))
         else:
             self.create_placement()
 
     def on_retired(self, msg: Retired) -> None:
-        self.possibly_lost += msg.unreplayable
+        self.checkpoints.possibly_lost += msg.unreplayable
         self.dropped_for_lost += msg.dropped
         if self.state != "retiring":
             return
@@ -408,11 +352,11 @@ class TopologyActor(PlacedActor):
     def create_placement(self) -> None:
         req = self.request
         assert req is not None
-        self.state = "configuring"
+        self.state = Phase.CONFIGURING
         self.placed_at = time.monotonic()
         app = load_application(req.app_path, req.initializer.app_args)
         self.plan = plan = compile_plan(app)
-        with_sources = [n for n in self.order if self.members[n].has_sources]
+        with_sources = [n for n in self.membership.order if self.membership.members[n].has_sources]
         tcp_sources = {
             st.name: with_sources
             for st in plan.stages
@@ -420,12 +364,12 @@ class TopologyActor(PlacedActor):
             and not isinstance(app.stage(st.app_stages[0]).spec[1], GenSourceConfig)
         }
         self.placement = placement = place(
-            plan, app, self.order, tcp_sources, partitions=req.settings.partitions
+            plan, app, self.membership.order, tcp_sources, partitions=req.settings.partitions
         )
         self.addresses = {}
         reporters = self.start_reporters(app.name)
         for p in placement.placed:
-            where = {"worker_uid": self.members[p.worker].uid}
+            where = {"worker_uid": self.membership.members[p.worker].uid}
             self.addresses[(p.id, p.worker)] = self.createActor(
                 ACTOR_CLASSES[p.stage.kind], targetActorRequirements=where
             )
@@ -437,7 +381,7 @@ class TopologyActor(PlacedActor):
         app_name = app.name
         for p in placement.placed:
             key = (p.id, p.worker)
-            info = self.members[p.worker]
+            info = self.membership.members[p.worker]
             files = WorkerFiles(info.resilience_dir, app_name, p.worker)
             self.configuring.add(key)
             cfg = Configure(
@@ -449,26 +393,26 @@ class TopologyActor(PlacedActor):
                 req.settings,
                 epoch=self.epoch,
                 inputs=inputs[key],
-                restore=self.checkpoint,
+                restore=self.checkpoints.completed,
                 files=files,
                 coordinator=self.myAddress,
                 metrics=reporters.get(p.worker),
             )
             self.send(self.addresses[key], cfg)
-        self.wakeupAfter(PLACE_TIMEOUT, ("placing", self.epoch))
+        self.wakeupAfter(PLACE_TIMEOUT, Timer(TimerKind.PLACING, self.epoch))
         log.info(
             "topology: placing %d actors on %d workers (epoch %d%s)",
             len(placement.placed),
-            len(self.order),
+            len(self.membership.order),
             self.epoch,
-            f", from checkpoint {self.checkpoint}" if self.checkpoint else "",
+            f", from checkpoint {self.checkpoints.completed}" if self.checkpoints.completed else "",
         )
 
     def start_reporters(self, app_name: str) -> dict[str, Any]:
         """A metrics reporter on every worker started with --metrics."""
         reporters = {}
-        for name in self.order:
-            info = self.members[name]
+        for name in self.membership.order:
+            info = self.membership.members[name]
             if not info.metrics:
                 continue
             host, _, port = info.metrics.rpartition(":")
@@ -489,7 +433,7 @@ class TopologyActor(PlacedActor):
         if self.configuring:
             return
         assert self.placement is not None
-        self.state = "starting"
+        self.state = Phase.STARTING
         self.save()  # every actor's address is known now
         self.starting = set()
         for p in self.placement.placed:
@@ -515,13 +459,13 @@ class TopologyActor(PlacedActor):
         req = self.request
         assert req is not None
         first = self.recoveries == 0 and not req.resume
-        self.state = "running"
+        self.state = Phase.RUNNING
         if not self.ever_ready:
-            self.wakeupAfter(HEARTBEAT_EVERY, ("heartbeat", 0))
+            self.wakeupAfter(HEARTBEAT_PERIOD, Timer(TimerKind.HEARTBEAT, 0))
         self.ever_ready = True
         now = time.monotonic()
-        for name in self.order:
-            self.answered.setdefault(name, now)
+        for name in self.membership.order:
+            self.membership.answered.setdefault(name, now)
         self.save()
         took = time.monotonic() - (self.started_at if first else self.placed_at)
         log.info(
@@ -530,16 +474,16 @@ class TopologyActor(PlacedActor):
             took,
             "gather, place and start" if first else "place and start",
         )
-        if self.possibly_lost:
+        if self.checkpoints.possibly_lost:
             log.warning(
                 "topology: up to %d records from senders that cannot replay may have been "
                 "lost in the rollback (use a replaying sender: actorflow send --acked)",
-                self.possibly_lost,
+                self.checkpoints.possibly_lost,
             )
         ready = ClusterReady(
             self.summary(),
             self.cluster_id,
-            tuple((n, self.members[n].control) for n in self.order),
+            tuple((n, self.membership.members[n].control) for n in self.membership.order),
         )
         if self.requester is not None:
             self.send(self.requester, ready)
@@ -556,10 +500,10 @@ class TopologyActor(PlacedActor):
             return
         state = ClusterState(
             self.cluster_id,
-            self.checkpoint,
+            self.checkpoints.completed,
             self.epoch,
-            list(self.order),
-            {"actors": dict(self.addresses), "members": dict(self.members)},
+            list(self.membership.order),
+            {"actors": dict(self.addresses), "members": dict(self.membership.members)},
         )
         write_state(req.files, state)
 
@@ -571,7 +515,7 @@ class TopologyActor(PlacedActor):
                 self.send(self.requester, failed)
             for _, reply_to in self.waiting:
                 self.send(reply_to, failed)
-        self.state = "failed"
+        self.state = Phase.FAILED
 
     def summary(self) -> dict:
         assert self.plan is not None and self.placement is not None
@@ -585,47 +529,37 @@ class TopologyActor(PlacedActor):
         req = self.request
         if req is not None and req.settings.checkpoint_every > 0:
             every = timedelta(seconds=req.settings.checkpoint_every)
-            self.wakeupAfter(every, ("checkpoint", self.epoch))
+            self.wakeupAfter(every, Timer(TimerKind.CHECKPOINT, self.epoch))
 
     def start_checkpoint(self) -> None:
         assert self.placement is not None
         sources = [p for p in self.placement.placed if p.stage.kind == "source"]
-        if self.state != "running" or self.pending is not None or not sources:
+        if self.state != Phase.RUNNING or self.checkpoints.pending is not None or not sources:
             return
-        self.next_checkpoint = max(self.next_checkpoint, self.checkpoint) + 1
-        self.pending = self.next_checkpoint
-        self.pending_since = time.monotonic()
-        self.reached = set()
+        start = StartCheckpoint(self.checkpoints.begin(time.monotonic()), self.epoch)
         for p in sources:
-            self.send(self.addresses[(p.id, p.worker)], StartCheckpoint(self.pending, self.epoch))
+            self.send(self.addresses[(p.id, p.worker)], start)
 
     def abandon_checkpoint(self, why: str) -> None:
         log.error(
             "topology: checkpoint %s abandoned: %s; the last completed one stays %d",
-            self.pending,
+            self.checkpoints.pending,
             why,
-            self.checkpoint,
+            self.checkpoints.completed,
         )
-        self.checkpoint_failure = f"checkpoint {self.pending}: {why}"
-        self.pending = None
+        self.checkpoints.abandon(why)
 
     def on_checkpoint_reached(self, msg: CheckpointReached) -> None:
-        if msg.epoch != self.epoch or msg.checkpoint != self.pending:
+        if msg.epoch != self.epoch:
             return
         assert self.placement is not None
-        self.reached.add((msg.stage_id, msg.worker))
-        ends = {(p.id, p.worker) for p in self.placement.placed if p.stage.kind == "sink"}
-        if not ends <= self.reached:
+        sinks = {(p.id, p.worker) for p in self.placement.placed if p.stage.kind == "sink"}
+        if not self.checkpoints.reach(msg.stage_id, msg.worker, msg.checkpoint, sinks):
             return
-        self.checkpoint = msg.checkpoint
-        self.pending = None
-        for seen in self.progress.values():
-            for old in [c for c in seen if c < self.checkpoint]:
-                del seen[old]
         self.save()
-        took = time.monotonic() - self.pending_since
-        log.debug("topology: checkpoint %d complete in %.3f s", self.checkpoint, took)
-        done = CheckpointDone(self.checkpoint, self.epoch)
+        took = time.monotonic() - self.checkpoints.pending_since
+        log.debug("topology: checkpoint %d complete in %.3f s", msg.checkpoint, took)
+        done = CheckpointDone(msg.checkpoint, self.epoch)
         for p in self.placement.placed:
             if p.stage.kind in ("source", "state"):
                 self.send(self.addresses[(p.id, p.worker)], done)
@@ -635,69 +569,58 @@ class TopologyActor(PlacedActor):
     # ---- watching the workers -----------------------------------------------
 
     def on_wakeup(self, payload: Any) -> None:
-        if not isinstance(payload, tuple):
+        if not isinstance(payload, Timer):
             return
-        what, round_ = payload[0], payload[1]
-        if what == "status" and round_ == self.status_round:
+        what, round_ = payload
+        if what == TimerKind.STATUS and round_ == self.status_round:
             self.answer_status()
-        elif what == "retire" and round_ == self.retire_round and self.state == "retiring":
-            log.warning(
-                "topology: %d old actors did not answer Retire; epochs fence them",
-                len(self.retiring),
-            )
-            self.create_placement()
-        elif what == "checkpoint" and round_ == self.epoch and self.state == "running":
-            if self.pending is not None and time.monotonic() - self.pending_since > max(
-                CHECKPOINT_TIMEOUT, 10 * self.request.settings.checkpoint_every
-            ):
-                self.abandon_checkpoint("it did not complete in time (a receiver away?)")
-            self.start_checkpoint()
-            self.schedule_checkpoint()
-        elif what == "heartbeat" and self.state not in ("stopping", "failed"):
-            self.heartbeat()
-            self.wakeupAfter(HEARTBEAT_EVERY, ("heartbeat", 0))
-        elif (
-            what == "placing" and round_ == self.epoch and self.state in ("configuring", "starting")
-        ):
-            # A worker died while we placed on it: wait for it to come back.
-            self.find_lost(recover=False, within=2 * HEARTBEAT_EVERY.total_seconds())
-            if self.lost:
-                self.begin_recovery(f"worker(s) {', '.join(sorted(self.lost))} lost while placing")
-            else:
-                self.fail(f"the placement did not complete within {PLACE_TIMEOUT.seconds} s")
+        elif what == TimerKind.RETIRE and round_ == self.retire_round:
+            if self.state == Phase.RETIRING:
+                log.warning(
+                    "topology: %d old actors did not answer Retire; epochs fence them",
+                    len(self.retiring),
+                )
+                self.create_placement()
+        elif what == TimerKind.CHECKPOINT and round_ == self.epoch:
+            if self.state == Phase.RUNNING:
+                assert self.request is not None
+                if self.checkpoints.overdue(
+                    time.monotonic(), self.request.settings.checkpoint_every
+                ):
+                    self.abandon_checkpoint("it did not complete in time (a receiver away?)")
+                self.start_checkpoint()
+                self.schedule_checkpoint()
+        elif what == TimerKind.HEARTBEAT:
+            if self.state not in (Phase.STOPPING, Phase.FAILED):
+                self.heartbeat()
+                self.wakeupAfter(HEARTBEAT_PERIOD, Timer(TimerKind.HEARTBEAT, 0))
+        elif what == TimerKind.PLACING and round_ == self.epoch:
+            if self.state in (Phase.CONFIGURING, Phase.STARTING):
+                # A worker died while we placed on it: wait for it to come back.
+                self.find_lost(recover=False, within=2 * HEARTBEAT_EVERY)
+                lost = self.membership.lost
+                if lost:
+                    self.begin_recovery(f"worker(s) {', '.join(sorted(lost))} lost while placing")
+                else:
+                    self.fail(f"the placement did not complete within {PLACE_TIMEOUT.seconds} s")
 
     def heartbeat(self) -> None:
         """Heartbeat every worker's guard; fence the silent ones; tell the stages."""
-        me = self.request.initializer.name if self.request else None
         now = time.monotonic()
         self.heartbeats += 1
-        for name in self.order:
-            info = self.members.get(name)
-            if name == me or info is None or info.guard is None:
-                continue
-            if name in self.lost and now - self.heartbeat_sent.get(name, 0) < LOST_HEARTBEAT_EVERY:
-                continue  # a lost worker's transmits queue up: ask it seldom
-            self.heartbeat_sent[name] = now
-            self.send(info.guard, Heartbeat(self.heartbeats))
-        self.find_lost(recover=self.state == "running", within=LOST_AFTER)
+        for _, guard in self.membership.heartbeat_targets(now):
+            self.send(guard, Heartbeat(self.heartbeats))
+        self.find_lost(recover=self.state == Phase.RUNNING, within=LOST_AFTER)
         if self.heartbeats % 2 == 0:
-            liveness = Liveness(tuple(sorted(self.lost | self.dead_workers)), self.epoch)
+            fenced = self.membership.fenced()
+            liveness = Liveness(fenced, self.epoch)
             for (_, worker), addr in list(self.addresses.items()) + list(self.old.items()):
-                if worker not in self.lost and worker not in self.dead_workers:
+                if worker not in fenced:
                     self.send(addr, liveness)
 
     def find_lost(self, recover: bool, within: float) -> None:
-        """Workers whose guard has not answered ``within`` seconds are lost."""
-        me = self.request.initializer.name if self.request else None
-        now = time.monotonic()
-        for name in self.order:
-            if name == me or name in self.lost or name not in self.members:
-                continue
-            silent = now - self.answered.get(name, now)
-            if silent < within:
-                continue
-            self.lost.add(name)
-            self.dead_workers.add(name)
+        """Workers whose guard has not answered for ``within`` seconds are lost."""
+        for name, silent in self.membership.newly_lost(time.monotonic(), within):
             log.error(
                 "topology: worker %r is lost (no answer to heartbeats for %.1f s); it is "
                 "fenced until it answers again or restarts with the same command",
@@ -708,29 +631,23 @@ class TopologyActor(PlacedActor):
                 self.begin_recovery(f"worker {name!r} was lost")
 
     def on_heartbeat_ack(self, msg: HeartbeatAck) -> None:
-        info = self.members.get(msg.worker)
-        if info is None or info.uid != msg.uid:
-            return  # an incarnation that was replaced
-        self.answered[msg.worker] = time.monotonic()
-        if msg.worker not in self.lost:
+        if not self.membership.answer(msg.worker, msg.uid, time.monotonic()):
             return
         # It never died: it was stopped or cut off. Its actors (of an old epoch) are
         # retired with the others' and it takes its place again in a new placement.
-        self.lost.discard(msg.worker)
-        self.dead_workers.discard(msg.worker)
         why = f"worker {msg.worker!r} answers again after it was lost"
         log.warning("topology: %s; fencing its old actors", why)
-        if info.guard is not None:
-            self.send(info.guard, Fenced(self.epoch + 1, why))
-        if self.state in ("running", "recovering", "retiring", "configuring", "starting"):
+        guard = self.membership.members[msg.worker].guard
+        if guard is not None:
+            self.send(guard, Fenced(self.epoch + 1, why))
+        if self.state in PLACED:
             self.begin_recovery(why)
 
     def on_owner_unreachable(self, msg: OwnerUnreachable) -> None:
         """A router drops records for a worker it lost: only a rollback replays them."""
-        if self.state != "running" or msg.worker in self.lost:
+        if self.state != Phase.RUNNING or msg.worker in self.membership.lost:
             return  # a recovery is under way already, or the loss is known
-        silent = time.monotonic() - self.answered.get(msg.worker, 0.0)
-        if silent > 2 * HEARTBEAT_EVERY.total_seconds():
+        if self.membership.silent_for(msg.worker, time.monotonic()) > 2 * HEARTBEAT_EVERY:
             return  # heartbeats will find it lost and recover
         self.begin_recovery(
             f"{msg.stage_id}@{msg.reporter} dropped records for worker {msg.worker!r}, "
@@ -744,9 +661,11 @@ class TopologyActor(PlacedActor):
         if self.state in ("running", "starting", "configuring"):
             self.old.update(self.addresses)
             self.addresses = {}
-        self.pending = None
-        self.state = "recovering"
-        log.warning("topology: recovery: %s; rolling back to checkpoint %d", why, self.checkpoint)
+        self.checkpoints.cancel()
+        self.state = Phase.RECOVERING
+        log.warning(
+            "topology: recovery: %s; rolling back to checkpoint %d", why, self.checkpoints.completed
+        )
         self.maybe_place()
 
     # ---- shutting down ------------------------------------------------------
@@ -757,25 +676,26 @@ class TopologyActor(PlacedActor):
             return
         self.shutdown_waiters.append(sender)
         if self.state == "running":
-            if self.pending is None:
+            if self.checkpoints.pending is None:
                 self.start_checkpoint()
-            if self.pending is None:  # nothing to checkpoint (no sources)
+            if self.checkpoints.pending is None:  # nothing to checkpoint (no sources)
                 self.finish_shutdown()
         else:
             self.finish_shutdown(
-                f"the cluster is {self.state}; files are from checkpoint {self.checkpoint}"
+                f"the cluster is {self.state}; files are from checkpoint "
+                f"{self.checkpoints.completed}"
             )
 
     def finish_shutdown(self, error: str | None = None) -> None:
-        names = tuple(self.order)
-        done = ShutdownDone(self.checkpoint, names, error)
+        names = tuple(self.membership.order)
+        done = ShutdownDone(self.checkpoints.completed, names, error)
         for waiter in self.shutdown_waiters:
             self.send(waiter, done)
         self.shutdown_waiters = []
-        self.state = "stopping"
-        log.info("topology: shutting down the cluster at checkpoint %d", self.checkpoint)
-        for name in self.order:
-            guard = self.members[name].guard
+        self.state = Phase.STOPPING
+        log.info("topology: shutting down the cluster at checkpoint %d", self.checkpoints.completed)
+        for name in self.membership.order:
+            guard = self.membership.members[name].guard
             if guard is not None:
                 self.send(guard, StopWorker())
 
@@ -795,7 +715,7 @@ class TopologyActor(PlacedActor):
         self.status_replies = {}
         for addr in self.addresses.values():
             self.send(addr, StatusQuery())
-        self.wakeupAfter(STATUS_TIMEOUT, ("status", self.status_round))
+        self.wakeupAfter(STATUS_TIMEOUT, Timer(TimerKind.STATUS, self.status_round))
 
     def on_stage_status(self, msg: StageStatus) -> None:
         self.status_replies[(msg.stage_id, msg.worker)] = {"kind": msg.kind, **msg.counters}
@@ -806,21 +726,21 @@ class TopologyActor(PlacedActor):
         waiters, self.status_waiters = self.status_waiters, []
         if not waiters:
             return
-        names = self.order or list(self.members)
+        names = self.membership.order or list(self.membership.members)
         status: dict[str, Any] = {
-            "state": self.state,
+            "state": str(self.state),
             "processing_messages": self.state == "running",
             "worker_names": names,
             "worker_count": len(names),
             "expected_workers": self.request.worker_count if self.request else None,
             "cluster_id": self.cluster_id,
             "epoch": self.epoch,
-            "last_checkpoint": self.checkpoint,
-            "lost_workers": sorted(self.lost),
+            "last_checkpoint": self.checkpoints.completed,
+            "lost_workers": sorted(self.membership.lost),
             "recoveries": self.recoveries,
-            "records_possibly_lost": self.possibly_lost,
+            "records_possibly_lost": self.checkpoints.possibly_lost,
             "records_dropped_for_lost_workers": self.dropped_for_lost,
-            "last_checkpoint_failure": self.checkpoint_failure,
+            "last_checkpoint_failure": self.checkpoints.failure,
         }
         if self.plan is not None and self.placement is not None:
             status.update(self.summary())
