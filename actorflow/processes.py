@@ -102,3 +102,22 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def cpu_seconds(pgids: set[int], pids: set[int] = frozenset()) -> float:
+    """CPU time (user + system) used so far by every live process in the process groups
+    ``pgids`` and by ``pids``: what a worker costs, summed over its actor processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # after "pid (comm)": state ppid pgrp ... utime is field 14, stime 15 (1-based)
+        if int(fields[2]) in pgids or int(entry) in pids:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick

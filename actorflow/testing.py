@@ -13,6 +13,7 @@ import contextlib
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from actorflow.processes import die_with_parent, kill_group
+from actorflow.security import SECRET_ENV
 
 _READY = re.compile(r"actorflow worker (?P<name>\S+): ready.*\(actor process group (?P<pgid>\d+)\)")
 
@@ -205,6 +207,10 @@ class Cluster:
         self.extra = list(extra)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="actorflow-cluster-")
         self.workers: list[WorkerProcess] = []
+        # One secret for all its workers, as on several machines (each has its own
+        # --resilience-dir); one from the environment wins.
+        self.env = dict(os.environ)
+        self.env.setdefault(SECRET_ENV, secrets.token_hex(32))
 
     def args(self, i: int) -> list[str]:
         """Worker i's command line, as in the design document's example."""
@@ -234,7 +240,7 @@ class Cluster:
 
     def start_worker(self, i: int, *more: str) -> WorkerProcess:
         log = os.path.join(self.log_dir, f"{self.names[i]}-{len(self.workers)}.log")
-        w = WorkerProcess(self.app, [*self.args(i), *more], log_path=log).start()
+        w = WorkerProcess(self.app, [*self.args(i), *more], env=self.env, log_path=log).start()
         self.workers.append(w)
         return w
 

@@ -112,10 +112,33 @@ def test_demo_sigterm_stops_everything():
     assert_cleaned_up(stderr)
 
 
-def test_bench_json_result_one_and_two_workers():
-    proc = actorflow("bench", "alphabet", "--messages", "50000", "--workers", "2", "--json")
+def test_bench_json_result_one_and_two_workers(tmp_path):
+    proc = actorflow(
+        "bench", "alphabet", "--messages", "50000", "--workers", "2", "--json", "--bytewax",
+        "--keep-output", str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Independently of the bench's own checks: what each run's receiver got, against
+    # totals computed here from the same generated input (seed 1).
+    gen = actorflow("gen", "alphabet", "--messages", "50000", "--seed", "1", "--output",
+                    str(tmp_path / "votes.bin"))
+    assert gen.returncode == 0, gen.stderr
+    want = alphabet_file_totals(tmp_path / "votes.bin")
+    for name in ("run1-1workers.out", "run1-2workers.out"):
+        lines = (tmp_path / name).read_text().splitlines()
+        assert len(lines) == 50_000, name
+        last = {}
+        for line in lines:
+            letter, _, total = line.partition(" => ")
+            last[letter] = int(total)
+        assert last == want, name
+    assert result["cpu_us_per_record"] > 0 and result["multi_cpu_us_per_record"] > 0
+    if "bytewax_skipped" not in result:
+        assert result["bytewax_rate"] > 0
+        assert result["ratio_to_bytewax"] == pytest.approx(
+            result["cluster_rate"] / result["bytewax_rate"], 0.01
+        )
     assert result["messages"] == 50_000 and result["received"] == 50_000
     assert result["baseline_rate"] > 0 and result["cluster_rate"] > 0
     assert result["ratio"] == pytest.approx(result["cluster_rate"] / result["baseline_rate"], 0.01)

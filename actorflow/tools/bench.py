@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
-from actorflow.processes import die_with_parent, signals_masked, sigterm_interrupts
+from actorflow.processes import cpu_seconds, die_with_parent, signals_masked, sigterm_interrupts
 from actorflow.testing import Cluster, free_port
+from actorflow.tools import bytewax_baseline
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
 
 HOST = "127.0.0.1"
@@ -79,6 +80,27 @@ def alphabet_loop(data: bytes) -> tuple[list[bytes], dict[str, int]]:
         line = f"{letter} => {total}\n".encode()
         append(pack(">I", len(line)) + line)
     return out, totals
+
+
+def bytewax_alphabet(frames: list[bytes], repeat: int, say: Any) -> float | str:
+    """Best seconds of Bytewax over `frames` (checked like the loop), or why it was skipped."""
+    why = bytewax_baseline.available()
+    if why:
+        say(f"Bytewax skipped: {why}")
+        return why
+    want = alphabet_totals(frames)
+    best = float("inf")
+    for i in range(repeat):
+        seconds, out = bytewax_baseline.alphabet(frames)
+        last: dict[str, int] = {}
+        for frame in out:
+            letter, _, total = frame[4:].decode().partition(" => ")
+            last[letter] = int(total)
+        if len(out) != len(frames) or last != want:
+            raise BenchError("the Bytewax run computed wrong totals")
+        say(f"Bytewax {i + 1}/{repeat}: {seconds:.3f} s ({len(frames) / seconds:,.0f} msg/s)")
+        best = min(best, seconds)
+    return best
 
 
 def baseline_alphabet(frames: list[bytes]) -> float:
@@ -195,17 +217,22 @@ def cluster_run(
     timeout: float | None = None,
     say: Any = None,
     extra: tuple[str, ...] = (),
+    outputs: int | None = None,
+    keep_output: str | None = None,
 ) -> dict[str, Any]:
     """One timed run: a receiver subprocess, a cluster of ``len(frames_paths)`` workers
     running `app`, and one sender subprocess per worker, each sending its file to that
     worker's source.
 
     The files hold `messages` frames in all; the run ends when the receiver has all
-    `messages` outputs. Returns {"messages", "received", "seconds" (senders' start to
-    last output), "rate", "workers"}. Raises BenchError if anything fails or outputs
-    are missing.
+    `outputs` outputs (default: one per message). Returns {"messages", "received",
+    "seconds" (senders' start to last output), "rate", "workers", "cpu_us_per_record"
+    (CPU time of every process of the workers, per message)}. ``keep_output``: the
+    receiver writes what it gets to that file. Raises BenchError if anything fails or
+    outputs are missing.
     """
     say = say or (lambda _message: None)
+    expected = messages if outputs is None else outputs
     if timeout is None:
         timeout = 120.0 + messages / 10_000  # generous: a stall ends it, not a slow machine
     workers = len(frames_paths)
@@ -221,9 +248,9 @@ def cluster_run(
                 "--listen",
                 f"{HOST}:0",
                 "--framed",
-                "--no-write",
+                *(["--output", keep_output] if keep_output else ["--no-write"]),
                 "--expect",
-                str(messages),
+                str(expected),
                 "--timeout",
                 f"{READY_TIMEOUT + timeout:g}",
             ],
@@ -240,6 +267,9 @@ def cluster_run(
         except RuntimeError as exc:
             raise BenchError(str(exc).splitlines()[0]) from None
         say(f"sending {messages:,} messages")
+        groups = {w.pgid for w in cluster.workers if w.pgid}
+        commands = {w.proc.pid for w in cluster.workers if w.proc is not None}
+        cpu_before = cpu_seconds(groups, commands)
         start = time.monotonic()
         for port, path in zip(cluster.inputs, frames_paths, strict=True):
             senders.append(
@@ -265,12 +295,13 @@ def cluster_run(
         if code != 0 or got is None:
             raise BenchError(f"the receiver failed: {receiver.describe()}")
         done = got["_read_at"]
+        cpu = cpu_seconds(groups, commands) - cpu_before
         for sender in senders:
             if sender.wait(30) != 0:
                 raise BenchError(f"a sender failed: {sender.describe()}")
         received = int(got.get("messages", 0))
-        if received != messages:
-            raise BenchError(f"the receiver counted {received:,} outputs, not {messages:,}")
+        if received != expected:
+            raise BenchError(f"the receiver counted {received:,} outputs, not {expected:,}")
         seconds = done - start
         return {
             "workers": workers,
@@ -278,6 +309,7 @@ def cluster_run(
             "received": received,
             "seconds": round(seconds, 4),
             "rate": round(messages / seconds, 1) if seconds > 0 else 0.0,
+            "cpu_us_per_record": round(1e6 * cpu / messages, 3),
             "receive_span": got.get("seconds"),
         }
     finally:
@@ -318,9 +350,13 @@ def bench_alphabet(
     checkpoints: bool = False,
     hub_down: bool = False,
     auth: bool = False,
+    bytewax: bool = False,
+    keep_output: str | None = None,
 ) -> dict[str, Any]:
     """Measure the baseline and the cluster on 1 worker (and on `workers`, if more; and
-    with checkpoints off, if `checkpoints`), best of `repeat` each, in this run."""
+    with checkpoints off, if `checkpoints`), best of `repeat` each, in this run; with
+    `bytewax`, the same app in Bytewax in one process too. ``keep_output``: a folder
+    where every run's receiver writes its outputs (``run{i}-{n}workers.out``)."""
     app = alphabet_app()
     work = tempfile.mkdtemp(prefix="actorflow-bench-")
     failed = False
@@ -348,6 +384,9 @@ def bench_alphabet(
                 f"baseline {i + 1}/{repeat}: {baseline[-1]:.3f} s "
                 f"({messages / baseline[-1]:,.0f} msg/s)"
             )
+        bytewax_seconds = bytewax_alphabet(frames, repeat, say) if bytewax else None
+        if keep_output:
+            os.makedirs(keep_output, exist_ok=True)
         del frames
         best: dict[int, dict[str, Any]] = {}
         for i in range(repeat):
@@ -371,10 +410,16 @@ def bench_alphabet(
                     log_dir=os.path.join(work, f"run{i + 1}-{n}workers"),
                     say=lambda m, i=i, label=label: say(f"{label}, run {i + 1}/{repeat}: {m}"),
                     extra=extra,
+                    keep_output=(
+                        os.path.join(keep_output, f"run{i + 1}-{n}workers.out")
+                        if keep_output
+                        else None
+                    ),
                 )
                 say(
                     f"{label}, run {i + 1}/{repeat}: {run['seconds']:.3f} s "
-                    f"({run['rate']:,.0f} msg/s)"
+                    f"({run['rate']:,.0f} msg/s, {run['cpu_us_per_record']:.2f} us CPU "
+                    "per record)"
                 )
                 if n not in best or run["seconds"] < best[n]["seconds"]:
                     best[n] = run
@@ -405,6 +450,7 @@ def bench_alphabet(
         "cluster_rate": one["rate"],
         "ratio": round(ratio, 4),
         "received": one["received"],
+        "cpu_us_per_record": one["cpu_us_per_record"],
         "bars": {
             "rate_150k": one["rate"] >= BAR_RATE,
             "ratio_0.2": ratio >= BAR_RATIO,
@@ -428,6 +474,13 @@ def bench_alphabet(
     if HUB_DOWN in best:
         down = best[HUB_DOWN]["rate"]
         result.update(hub_down_rate=down, hub_down_ratio=round(down / one["rate"], 4))
+    if isinstance(bytewax_seconds, float):
+        rate = messages / bytewax_seconds
+        result.update(bytewax_rate=round(rate, 1), ratio_to_bytewax=round(one["rate"] / rate, 4))
+    elif bytewax:
+        result["bytewax_skipped"] = bytewax_seconds
+    if workers > 1:
+        result["multi_cpu_us_per_record"] = best[workers]["cpu_us_per_record"]
     if NO_AUTH in best:
         plain = best[NO_AUTH]["rate"]
         cost = 1 - one["rate"] / plain if plain > 0 else 0.0
@@ -452,6 +505,14 @@ def print_table(result: dict[str, Any]) -> None:
         f"  ({result['cluster_seconds']:.3f} s from sender start to last output)"
     )
     print(f"  ratio cluster/baseline {result['ratio']:>12.3f}")
+    print(f"  CPU per record, 1 worker {result['cpu_us_per_record']:>10.2f} us (all its processes)")
+    if "bytewax_rate" in result:
+        print(
+            f"  Bytewax (one process)  {result['bytewax_rate']:>12,.0f} msg/s"
+            f"  (actorflow, 1 worker: {result['ratio_to_bytewax']:.3f} of it)"
+        )
+    elif "bytewax_skipped" in result:
+        print(f"  Bytewax: skipped: {result['bytewax_skipped']}")
     if "no_checkpoint_rate" in result:
         print(
             f"  1 worker, no checkpoints {result['no_checkpoint_rate']:>10,.0f} msg/s"
@@ -464,6 +525,10 @@ def print_table(result: dict[str, Any]) -> None:
             f"  ({result['multi_seconds']:.3f} s; data split over the {w} sources)"
         )
         print(f"  {w} workers / 1 worker   {result['scaling']:>12.3f}")
+        print(
+            f"  CPU per record, {w} workers {result['multi_cpu_us_per_record']:>8.2f} us"
+            f"  ({result['multi_cpu_us_per_record'] / result['cpu_us_per_record']:.2f} of one)"
+        )
     print(f"  outputs received       {result['received']:>12,} of {n:,}")
     bars = result["bars"]
     print(f"  bar >= 150k msg/s end to end:   {met(bars['rate_150k'])}")
@@ -524,6 +589,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure one worker with cluster authentication off, to show what it costs",
     )
+    p.add_argument(
+        "--bytewax",
+        action="store_true",
+        help="also run the same app in Bytewax, in one process (pip install 'actorflow[bench]')",
+    )
+    p.add_argument(
+        "--keep-output",
+        metavar="DIR",
+        help="every run's receiver writes its outputs to a file in DIR (to check them)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return p
 
@@ -554,6 +629,8 @@ def run(argv: list[str]) -> int:
                 args.checkpoints,
                 args.hub_down,
                 args.auth,
+                args.bytewax,
+                args.keep_output,
             )
     except BenchError as exc:
         print(f"actorflow bench: error: {exc}", file=sys.stderr)
