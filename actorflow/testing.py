@@ -201,6 +201,7 @@ class Cluster:
         self.count = workers
         self.control = free_port()
         self.names = [f"worker{i + 1}" for i in range(workers)]
+        self.data = free_port()  # the initializer's --data: one command for every restart
         self.inputs = list(inputs) if inputs is not None else [free_port() for _ in self.names]
         self.outs = list(outs) if len(outs) == workers else [outs[0]] * workers
         self.source_name = source_name
@@ -229,7 +230,7 @@ class Cluster:
         ]
         a += ["--resilience-dir", self.resilience_dir(i)]
         if i == 0:
-            a += ["--data", f"127.0.0.1:{free_port()}", "--topology-initializer"]
+            a += ["--data", f"127.0.0.1:{self.data}", "--topology-initializer"]
         return a + self.extra
 
     def resilience_dir(self, i: int) -> str:

@@ -1,0 +1,66 @@
+"""Alphabet votes summed per letter, every output sent to two sinks (``to_sinks``).
+
+``--out HOST:PORT,HOST:PORT``: the first sink gets ``"<letter> => <total>\\n"``, the
+second ``"<letter>:<total>\\n"`` (each sink has its own encoder), both framed.
+"""
+
+import struct
+
+import actorflow as wallaroo
+
+
+@wallaroo.decoder(header_length=4, length_fmt=">I")
+def decode_votes(payload):
+    letter, votes = struct.unpack(">sI", payload)
+    return (letter.decode(), votes)
+
+
+@wallaroo.key_extractor
+def letter_of(vote):
+    return vote[0]
+
+
+class Total:
+    def __init__(self):
+        self.total = 0
+
+
+@wallaroo.state_computation(name="add votes", state=Total)
+def add_votes(vote, state):
+    state.total += vote[1]
+    return (vote[0], state.total)
+
+
+def _framed(text):
+    line = text.encode()
+    return struct.pack(">I", len(line)) + line
+
+
+@wallaroo.encoder
+def encode_arrow(letter_total):
+    return _framed(f"{letter_total[0]} => {letter_total[1]}\n")
+
+
+@wallaroo.encoder
+def encode_colon(letter_total):
+    return _framed(f"{letter_total[0]}:{letter_total[1]}\n")
+
+
+def application_setup(args):
+    name, host, port = wallaroo.tcp_parse_input_addrs(args)[0]
+    outs = wallaroo.tcp_parse_output_addrs(args)
+    if len(outs) < 2:
+        raise wallaroo.ApplicationError("two_sinks needs two --out addresses")
+    (h1, p1), (h2, p2) = outs[:2]
+    votes = wallaroo.source(name, wallaroo.TCPSourceConfig(name, host, port, decode_votes))
+    pipeline = (
+        votes.key_by(letter_of)
+        .to(add_votes)
+        .to_sinks(
+            [
+                wallaroo.TCPSinkConfig(h1, p1, encode_arrow),
+                wallaroo.TCPSinkConfig(h2, p2, encode_colon),
+            ]
+        )
+    )
+    return wallaroo.build_application("two_sinks", pipeline)
