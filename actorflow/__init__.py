@@ -17,9 +17,11 @@ from actorflow.api import (
     computation_multi,
     decoder,
     encoder,
+    hours,
     key_extractor,
     microseconds,
     milliseconds,
+    minutes,
     nanoseconds,
     seconds,
     source,
@@ -29,9 +31,15 @@ from actorflow.api import (
     tcp_parse_output_addrs,
 )
 from actorflow.errors import ActorflowError, ApplicationError, ClusterError, ConfigError
+from actorflow.windowing import Aggregation, count_windows, range_windows, session_windows
+
+# The worker's command line as the app sees it (Wallaroo's ``wallaroo._ARGS``): set by
+# the loader before ``application_setup(args)`` runs, in every process of the cluster.
+_ARGS: tuple[str, ...] = ()
 
 __all__ = [
     "ActorflowError",
+    "Aggregation",
     "Application",
     "ApplicationError",
     "ClusterError",
@@ -43,14 +51,19 @@ __all__ = [
     "build_application",
     "computation",
     "computation_multi",
+    "count_windows",
     "decoder",
     "encoder",
+    "hours",
     "key_extractor",
     "microseconds",
     "milliseconds",
+    "minutes",
     "nanoseconds",
+    "range_windows",
     "run",
     "seconds",
+    "session_windows",
     "source",
     "state_computation",
     "state_computation_multi",

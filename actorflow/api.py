@@ -23,7 +23,7 @@ from actorflow.errors import ApplicationError
 # Wrapped user functions
 
 
-def _check_arity(what: str, name: str, func: Any, arity: int) -> None:
+def check_arity(what: str, name: str, func: Any, arity: int) -> None:
     """Fail at decoration time when ``func`` cannot be called with ``arity`` arguments."""
     if not callable(func):
         msg = f"{what} {name!r} must be callable; got {type(func).__name__}"
@@ -66,6 +66,33 @@ class StateComputation:
 
 
 @dataclass(frozen=True, eq=False)
+class WindowStep:
+    """A window step (built by ``range_windows``, ``count_windows``, ``session_windows``
+    in actorflow.windowing): keyed state like a state computation, whose per-key
+    contents are the open windows of ``aggregation``. Times are in nanoseconds."""
+
+    name: str
+    kind: str  # range | count | session
+    aggregation: Any
+    range: int = 0
+    slide: int = 0
+    delay: int = 0
+    count: int = 0
+    gap: int = 0
+    late_data_policy: str = "drop"
+
+
+@dataclass(frozen=True, eq=False)
+class EventTime:
+    """A source's event-time extractor (an actorflow extension): ``func(record)`` returns
+    the record's event time in nanoseconds since the Unix epoch. A source that has had
+    no record for ``idle`` nanoseconds moves its watermark on with the wall clock."""
+
+    func: Callable[[Any], int]
+    idle: int = 2_000_000_000
+
+
+@dataclass(frozen=True, eq=False)
 class KeyExtractor:
     """``func(data)`` returns the partition key: str, bytes or int."""
 
@@ -105,7 +132,7 @@ def computation(name: str) -> Callable[[Callable[[Any], Any]], Computation]:
     """Decorate ``f(data) -> output | None`` as a stateless step called ``name``."""
 
     def wrap(func: Callable[[Any], Any]) -> Computation:
-        _check_arity("computation", name, func, 1)
+        check_arity("computation", name, func, 1)
         return Computation(name, func)
 
     return wrap
@@ -115,7 +142,7 @@ def computation_multi(name: str) -> Callable[[Callable[[Any], Any]], Computation
     """Decorate ``f(data) -> list | None``: every element of the list is an output."""
 
     def wrap(func: Callable[[Any], Any]) -> Computation:
-        _check_arity("computation_multi", name, func, 1)
+        check_arity("computation_multi", name, func, 1)
         return Computation(name, func, multi=True)
 
     return wrap
@@ -132,7 +159,7 @@ def state_computation(name: str, state: Callable[[], Any]) -> Callable[..., Stat
     _check_state_class(name, state)
 
     def wrap(func: Callable[[Any, Any], Any]) -> StateComputation:
-        _check_arity("state_computation", name, func, 2)
+        check_arity("state_computation", name, func, 2)
         return StateComputation(name, func, state)
 
     return wrap
@@ -143,7 +170,7 @@ def state_computation_multi(name: str, state: Callable[[], Any]) -> Callable[...
     _check_state_class(name, state)
 
     def wrap(func: Callable[[Any, Any], Any]) -> StateComputation:
-        _check_arity("state_computation_multi", name, func, 2)
+        check_arity("state_computation_multi", name, func, 2)
         return StateComputation(name, func, state, multi=True)
 
     return wrap
@@ -151,7 +178,7 @@ def state_computation_multi(name: str, state: Callable[[], Any]) -> Callable[...
 
 def key_extractor(func: Callable[[Any], Any]) -> KeyExtractor:
     """Decorate ``f(data) -> key``."""
-    _check_arity("key_extractor", getattr(func, "__name__", "?"), func, 1)
+    check_arity("key_extractor", getattr(func, "__name__", "?"), func, 1)
     return KeyExtractor(func)
 
 
@@ -169,7 +196,7 @@ def decoder(header_length: int = 4, length_fmt: str = ">I") -> Callable[..., Dec
         raise ApplicationError(msg)
 
     def wrap(func: Callable[[bytes], Any]) -> Decoder:
-        _check_arity("decoder", getattr(func, "__name__", "?"), func, 1)
+        check_arity("decoder", getattr(func, "__name__", "?"), func, 1)
         return Decoder(func, header_length, length_fmt)
 
     return wrap
@@ -177,7 +204,7 @@ def decoder(header_length: int = 4, length_fmt: str = ">I") -> Callable[..., Dec
 
 def encoder(func: Callable[[Any], bytes]) -> Encoder:
     """Decorate ``f(record) -> bytes`` for a sink."""
-    _check_arity("encoder", getattr(func, "__name__", "?"), func, 1)
+    check_arity("encoder", getattr(func, "__name__", "?"), func, 1)
     return Encoder(func)
 
 
@@ -291,12 +318,16 @@ class Pipeline:
             raise ApplicationError(msg)
         return Pipeline(_Node(kind, spec, (self._node, *extra)))
 
-    def to(self, comp: Computation | StateComputation) -> Pipeline:
-        """Send every record through ``comp``."""
-        if not isinstance(comp, Computation | StateComputation):
+    def to(self, comp: Computation | StateComputation | WindowStep) -> Pipeline:
+        """Send every record through ``comp``: a computation, or windows ``.over(...)``."""
+        if not isinstance(comp, Computation | StateComputation | WindowStep):
+            hint = ""
+            if hasattr(comp, "over"):
+                hint = " (finish the window with .over(AggregationClass))"
             msg = (
                 "to() takes a function decorated with @computation, @computation_multi, "
-                f"@state_computation or @state_computation_multi; got {comp!r}"
+                "@state_computation or @state_computation_multi, or windows built with "
+                f"range_windows/count_windows/session_windows(...).over(...); got {comp!r}{hint}"
             )
             raise ApplicationError(msg)
         return self._then("to", comp)
@@ -337,12 +368,35 @@ class Pipeline:
         return self._then("sink", configs)
 
 
-def source(name: str, config: SourceConfig) -> Pipeline:
-    """Start a pipeline at a source."""
+def source(
+    name: str,
+    config: SourceConfig,
+    *,
+    event_time: Callable[[Any], int] | None = None,
+    idle: int | None = None,
+) -> Pipeline:
+    """Start a pipeline at a source.
+
+    Windows place a record by its event time: by default its ingest time at this
+    source; ``event_time(record)`` (an actorflow extension) takes it from the record,
+    in nanoseconds. ``idle``: after that many nanoseconds without a record, the source's
+    watermark follows the wall clock, so the last windows still fire (default 2 s).
+    """
     if not isinstance(config, TCPSourceConfig | GenSourceConfig):
         msg = f"source {name!r}: config must be TCPSourceConfig or GenSourceConfig"
         raise ApplicationError(msg)
-    return Pipeline(_Node("source", (name, config)))
+    extractor = None
+    if event_time is not None:
+        check_arity(
+            f"source {name!r}: event_time", getattr(event_time, "__name__", "?"), event_time, 1
+        )
+        if idle is not None and (not isinstance(idle, int) or idle <= 0):
+            msg = f"source {name!r}: idle must be a positive number of nanoseconds; got {idle!r}"
+            raise ApplicationError(msg)
+        extractor = EventTime(event_time, idle or EventTime.idle)
+    elif idle is not None:
+        raise ApplicationError(f"source {name!r}: idle is for sources with an event_time")
+    return Pipeline(_Node("source", (name, config, extractor)))
 
 
 # --------------------------------------------------------------------------
@@ -416,6 +470,15 @@ def build_application(app_name: str, pipeline: Pipeline) -> Application:
         if s.kind == "to" and isinstance(s.spec, StateComputation):
             _check_state_builds(s.spec)
     return Application(app_name, stages)
+
+
+def is_timed(app: Application) -> bool:
+    """Whether records carry event times: the app has a window step.
+
+    Records are ``(key, value)`` pairs between actors, and ``(key, value, event time)``
+    triples in an app with windows, so apps without windows pay nothing for them.
+    """
+    return any(s.kind == "to" and isinstance(s.spec, WindowStep) for s in app.stages)
 
 
 def _check_names(app_name: str, stages: Sequence[Stage]) -> None:
@@ -498,16 +561,54 @@ def tcp_parse_output_addrs(args: Sequence[str]) -> list[tuple[str, str]]:
 
 # Time helpers: Wallaroo expresses durations in nanoseconds.
 def nanoseconds(x: int) -> int:
+    """Durations are nanoseconds already.
+
+    >>> nanoseconds(5)
+    5
+    """
     return x
 
 
 def microseconds(x: int) -> int:
+    """``x`` microseconds in nanoseconds.
+
+    >>> microseconds(1)
+    1000
+    """
     return x * 1000
 
 
 def milliseconds(x: int) -> int:
+    """``x`` milliseconds in nanoseconds.
+
+    >>> milliseconds(1)
+    1000000
+    """
     return x * 1_000_000
 
 
 def seconds(x: int) -> int:
+    """``x`` seconds in nanoseconds, the unit of window ranges.
+
+    >>> seconds(2)
+    2000000000
+    """
     return x * 1_000_000_000
+
+
+def minutes(x: int) -> int:
+    """``x`` minutes in nanoseconds.
+
+    >>> minutes(1) == seconds(60)
+    True
+    """
+    return x * 60_000_000_000
+
+
+def hours(x: int) -> int:
+    """``x`` hours in nanoseconds.
+
+    >>> hours(1) == minutes(60)
+    True
+    """
+    return x * 3_600_000_000_000

@@ -23,6 +23,8 @@ from typing import Literal
 from actorflow.api import Application
 from actorflow.errors import ApplicationError
 
+Codec = tuple  # (serialize(obj) -> bytes, deserialize(bytes) -> obj)
+
 _loaded: dict[tuple[str, tuple[str, ...]], Application] = {}
 
 
@@ -146,10 +148,43 @@ def load_application(path_or_module: str, args: Sequence[str]) -> Application:
     ``application_setup(args)`` (cached per process)."""
     ref = resolve(path_or_module)
     key = (ref.target, tuple(args))
+    set_args(args)
     if key in _loaded:
         return _loaded[key]
     mod = load_module(path_or_module)
-    shown = ref.target
+    return setup_application(mod, args, ref.target, key)
+
+
+def set_args(args: Sequence[str]) -> None:
+    """Set ``actorflow._ARGS`` (Wallaroo's ``wallaroo._ARGS``): the worker's command line
+    as the app sees it. The initializer's flag is there under Wallaroo's spelling too, so a
+    check such as ``"--cluster-initializer" in wallaroo._ARGS`` works unchanged."""
+    import actorflow
+
+    seen = tuple(args)
+    if "--topology-initializer" in seen and "--cluster-initializer" not in seen:
+        seen += ("--cluster-initializer",)
+    actorflow._ARGS = seen
+
+
+def app_codec(path_or_module: str) -> Codec | None:
+    """The app module's own ``serialize(obj)`` / ``deserialize(bytes)``, when it defines
+    both: records then travel between actors as the bytes these make."""
+    return module_codec(load_module(path_or_module))
+
+
+def module_codec(mod: ModuleType) -> Codec | None:
+    ser, deser = getattr(mod, "serialize", None), getattr(mod, "deserialize", None)
+    if callable(ser) and callable(deser):
+        return (ser, deser)
+    return None
+
+
+def setup_application(
+    mod: ModuleType, args: Sequence[str], shown: str, key: tuple | None = None
+) -> Application:
+    """Call ``mod.application_setup(args)`` and check what it returns (cached by ``key``)."""
+    set_args(args)
     setup = getattr(mod, "application_setup", None)
     if not callable(setup):
         msg = f"app module {shown!r} defines no application_setup(args) function"
@@ -167,5 +202,6 @@ def load_application(path_or_module: str, args: Sequence[str]) -> Application:
             f"got {type(app).__name__}"
         )
         raise ApplicationError(msg)
-    _loaded[key] = app
+    if key is not None:
+        _loaded[key] = app
     return app

@@ -23,6 +23,10 @@ class Batch:
 
     ``epoch`` fences actors of an older placement: a batch from another epoch is dropped.
     ``born`` is when the oldest record of the batch entered the cluster (for latency).
+    ``watermark`` (apps with windows): the sender's watermark, in nanoseconds of event
+    time, holding after these records (-1: the sender is idle; None: not known yet).
+    A batch without records carries only a watermark. In such an app records are
+    (key, value, event time).
     """
 
     link: int
@@ -30,6 +34,7 @@ class Batch:
     records: list
     epoch: int = 0
     born: float = 0.0
+    watermark: int | None = None
 
     def __repr__(self) -> str:  # Thespian formats messages it sends: keep that cheap
         return f"Batch(link={self.link}, seq={self.seq}, {len(self.records)} records)"

@@ -5,8 +5,9 @@ Three pure steps, each unit-testable without actors:
 1. :func:`compile_plan` coalesces the app graph into plan stages, the actor
    kinds of the runtime: ``source``, ``chain`` (a run of stateless steps),
    ``router`` (the stateless steps right before a state step, then the
-   partition router), ``state`` (one state computation) and ``sink`` (one
-   sink config). A state step ends a chain, as in Wallaroo's design.
+   partition router), ``state`` (one state computation, or one window step:
+   window contents are keyed state too) and ``sink`` (one sink config). A
+   state step ends a chain, as in Wallaroo's design.
 2. :func:`place` decides which workers run which stage: sources on the
    workers that have them, keyed state spread over the workers by partition,
    unkeyed state on one worker, and chains, routers and sinks on every worker
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from actorflow.api import Application, GenSourceConfig, StateComputation
+from actorflow.api import Application, GenSourceConfig, StateComputation, WindowStep
 from actorflow.messages import Route
 from actorflow.partitioning import DEFAULT_PARTITIONS, owners
 
@@ -105,7 +106,7 @@ def compile_plan(app: Application) -> Plan:
                 stages[sid] = PlanStage(
                     sid, "sink", cfg.name, (s.id,), tuple(out[parent]), sink_index=i
                 )
-        elif s.kind == "to" and isinstance(s.spec, StateComputation):
+        elif s.kind == "to" and isinstance(s.spec, StateComputation | WindowStep):
             chain = open_chain(parent)
             if chain is not None:
                 old = stages.pop(chain)

@@ -1,4 +1,8 @@
-"""Run real workers from tests, tools and the demo, and always clean up after them.
+"""Test an app: in one process with :func:`run`, or on real workers.
+
+:func:`run` (with :class:`Clock`, :class:`Advance`, :class:`At`, :class:`Payload`)
+runs an app's plan and step code in this process, no actors or sockets, with a clock
+the test controls, and returns the outputs per sink (``actorflow/runtime/local.py``).
 
 :class:`WorkerProcess` starts ``actorflow worker`` as a child process, waits
 for its ``ready`` line (never a fixed sleep), and on ``stop()`` ends the
@@ -24,7 +28,21 @@ import time
 from collections.abc import Iterator, Sequence
 
 from actorflow.processes import die_with_parent, kill_group
+from actorflow.runtime.local import Advance, At, Clock, Outputs, Payload, run
 from actorflow.security import SECRET_ENV
+
+__all__ = [
+    "Advance",
+    "At",
+    "Clock",
+    "Cluster",
+    "Outputs",
+    "Payload",
+    "WorkerProcess",
+    "free_port",
+    "run",
+    "running_worker",
+]
 
 _READY = re.compile(r"actorflow worker (?P<name>\S+): ready.*\(actor process group (?P<pgid>\d+)\)")
 

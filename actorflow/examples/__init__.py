@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = ("alphabet", "word_count", "vote_merge")
+NAMES = (
+    "alphabet",
+    "word_count",
+    "vote_merge",
+    "alerts_windowed",
+    "window_detector",
+    "sequence_detector",
+)
 
 
 def module_name(name: str) -> str:

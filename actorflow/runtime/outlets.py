@@ -8,6 +8,11 @@ batches under load). What cannot be sent stays in the outlet's buffer; the
 owning actor stops taking input while any buffer holds a full batch, which
 is how back-pressure reaches the source. Checkpoint barriers go through the same
 window, in order with the batches.
+
+In an app with windows (``timed``), every batch carries the sending stage's
+watermark, and a link with nothing to send and nothing in flight sends an empty
+batch when the watermark has moved (see ``runtime/watermarks.py``). An app that
+defines ``serialize``/``deserialize`` has each record's value sent as their bytes.
 """
 
 from __future__ import annotations
@@ -62,17 +67,43 @@ class Outlet:
         self.seq = 0
         self.sent_records = 0
         self.sent_batches = 0
+        self.timed = False  # send watermark-only batches when the watermark moves
+        self.watermark: int | None = None  # holds after every record cut from buf so far
+        self.latest: int | None = None  # the sending stage's newest watermark
+        self.marks: deque = deque()  # (position in the link's records, watermark) to come
+        self.cut_total = 0  # records cut from buf so far
+        self.sent_watermark: int | None = None
+        self.serialize: Callable[[Any], bytes] | None = None  # the app's own, if any
+        self.codec_errors: ErrorLog | None = None
 
     @property
     def backlog(self) -> int:
         """Records waiting for credit (none for a dead target: they are dropped)."""
         return len(self.buf) + self.sealed_records
 
+    def set_watermark(self, watermark: int | None) -> None:
+        """The sending stage's watermark is now ``watermark``: it holds after the records
+        buffered so far, so a batch cut before them all carries an older one."""
+        if watermark == self.latest:
+            return
+        self.latest = watermark
+        if not self.buf:
+            self.watermark = watermark
+            self.marks.clear()
+            return
+        at = self.cut_total + len(self.buf)
+        if self.marks and self.marks[-1][0] == at:
+            self.marks[-1] = (at, watermark)
+        else:
+            self.marks.append((at, watermark))
+
     def give_up(self) -> None:
         """The target's worker is gone: drop what waits for it, and all that comes, until
         the rollback that its restart brings replays them (they are counted)."""
         self.dead = True
         self.dropped += len(self.buf) + self.sealed_records
+        self.marks.clear()
+        self.watermark = self.latest
         self.buf.clear()
         self.sealed.clear()
         self.sealed_records = 0
@@ -83,18 +114,45 @@ class Outlet:
         chunk = buf[: self.batch_size]
         del buf[: self.batch_size]
         self.seq += 1
+        self.cut_total += len(chunk)
+        marks = self.marks
+        while marks and marks[0][0] <= self.cut_total:  # the watermarks these records reach
+            self.watermark = marks.popleft()[1]
         born = self.born
         if not buf:
             self.born = 0.0
         if self.encoded:
             return EncodedBatch(self.link, self.seq, b"".join(chunk), len(chunk), self.epoch, born)
-        return Batch(self.link, self.seq, chunk, self.epoch, born)
+        if self.serialize is not None:
+            chunk = self._serialized(chunk)
+        return Batch(self.link, self.seq, chunk, self.epoch, born, self.watermark)
+
+    def _serialized(self, chunk: list) -> list:
+        """Each record's value as the app's ``serialize`` makes it (failures skipped)."""
+        ser = self.serialize
+        assert ser is not None
+        try:
+            return [(r[0], ser(r[1]), *r[2:]) for r in chunk]
+        except Exception:
+            out = []
+            for r in chunk:
+                try:
+                    out.append((r[0], ser(r[1]), *r[2:]))
+                except Exception as exc:
+                    if self.codec_errors is not None:
+                        self.codec_errors.report(exc, r[0], r[1])
+            return out
 
     def _transmit(self, msg: Any) -> None:
         self.in_flight += 1
-        if msg.__class__ is not Barrier:
-            n = msg.count if self.encoded else len(msg.records)
-            self.sent_records += n
+        cls = msg.__class__
+        if cls is Batch:
+            self.sent_watermark = msg.watermark
+            if msg.records:
+                self.sent_records += len(msg.records)
+                self.sent_batches += 1
+        elif cls is EncodedBatch:
+            self.sent_records += msg.count
             self.sent_batches += 1
         self.send(self.target, msg)
 
@@ -103,6 +161,8 @@ class Outlet:
         if self.dead:
             self.dropped += len(self.buf)
             self.buf.clear()
+            self.marks.clear()
+            self.watermark = self.latest
             return
         if self.in_flight == 0:
             self.last_ack = time.monotonic()
@@ -115,6 +175,14 @@ class Outlet:
                 continue
             buf = self.buf
             if not buf or (self.in_flight and len(buf) < self.batch_size):
+                if (
+                    not buf
+                    and self.timed
+                    and not self.in_flight
+                    and self.watermark != self.sent_watermark
+                ):  # nothing to carry the watermark: send it alone
+                    self.seq += 1
+                    self._transmit(Batch(self.link, self.seq, [], self.epoch, 0.0, self.watermark))
                 return  # nothing to send, or wait for an ack or a full batch
             self._transmit(self._cut())
 
@@ -190,18 +258,21 @@ class EncodedRoute:
     def emit(self, records: list) -> None:
         encode = self.encode
         append = self._buf.append
-        for key, value in records:
+        for rec in records:  # (key, value) or, with windows, (key, value, event time)
+            value = rec[1]
             try:
                 data = encode(value)
             except Exception as exc:
-                self.errors.report(exc, key, value)
+                self.errors.report(exc, rec[0], value)
                 continue
             if data.__class__ is not bytes:
                 if isinstance(data, bytearray | memoryview):
                     data = bytes(data)
                 else:
                     self.errors.report(
-                        TypeError(f"encoder returned {type(data).__name__}, not bytes"), key, value
+                        TypeError(f"encoder returned {type(data).__name__}, not bytes"),
+                        rec[0],
+                        value,
                     )
                     continue
             append(data)
@@ -215,12 +286,21 @@ def build_routes(
     encoder_for: Callable[[tuple[int, int]], tuple[Callable[[Any], bytes], ErrorLog]],
     router_errors: ErrorLog,
     epoch: int = 0,
+    timed: bool = False,
+    serialize: Callable[[Any], bytes] | None = None,
 ) -> tuple[list, dict[int, Outlet]]:
-    """Outlets and routes for a placed actor's ``routes``; outlets indexed by link id."""
+    """Outlets and routes for a placed actor's ``routes``; outlets indexed by link id.
+
+    ``timed``: the app has windows (records carry event times, links watermarks);
+    ``serialize``: the app's own, for the values of records to other actors."""
     outlets: dict[int, Outlet] = {}
 
     def outlet(target: Any, encoded: bool = False) -> Outlet:
         o = Outlet(send, target, len(outlets) + 1, window, batch_size, encoded, epoch)
+        if not encoded:
+            o.timed = timed
+            o.serialize = serialize
+            o.codec_errors = router_errors
         outlets[o.link] = o
         return o
 

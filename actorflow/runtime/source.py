@@ -5,6 +5,8 @@ When its outlets are backlogged it stops reading, so the kernel's socket
 buffers fill and the sender blocks: back-pressure reaches the sender.
 A frame that announces more than the size limit, or a run of frames the
 decoder rejects, closes that one connection with a logged error.
+In an app with windows a source stamps each record with its event time and sends
+its watermark downstream, on a timer too, so windows fire while no data comes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from actorflow.messages import (
 from actorflow.resilience import checkpoint_file, read_offsets, write_offsets
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog
+from actorflow.runtime.watermarks import TICK, SourceClock
 from actorflow.security import check_stream_proof
 from actorflow.transport import sealed
 from actorflow.wire import control_frame, is_control_start, read_control
@@ -118,9 +121,9 @@ class SourceActor(StageActor):
 
     def setup(self) -> None:
         assert self.app is not None and self.config is not None
-        self.source_name, self.source_config = self.app.stage(
-            self.config.stage.stage.app_stages[0]
-        ).spec
+        spec = self.app.stage(self.config.stage.stage.app_stages[0]).spec
+        self.source_name, self.source_config = spec[0], spec[1]
+        self.clock = SourceClock(spec[2] if len(spec) > 2 else None, time.time_ns())
         self.errors = ErrorLog(
             f"decoder of {self.source_name}", self.config.settings.error_log_limit
         )
@@ -227,6 +230,9 @@ class SourceActor(StageActor):
         assert self.config is not None
         sid, worker = self.config.stage.stage.id, self.config.worker
         cfg = self.source_config
+        if self.timed:
+            self.clock.started = time.time_ns()
+            self.wakeupAfter(timedelta(seconds=TICK), "tick")
         if isinstance(cfg, GenSourceConfig):
             self.gen_value = cfg.gen.initial_value()
             for _ in range(self.generated):  # replay: skip what the checkpoint covers
@@ -332,7 +338,7 @@ class SourceActor(StageActor):
         if records:
             self.records_in += len(records)
             self.batches_in += 1
-            self.emit(records, time.time())
+            self.emit_stamped(records)
             self.processed(records, time.monotonic() - started)
         if failed is not None:
             self.close(conn, None)
@@ -439,8 +445,21 @@ class SourceActor(StageActor):
         if self.generating:
             self.generate()
 
+    def emit_stamped(self, records: list) -> None:
+        """Emit records read or generated now; with windows, stamped with their event
+        time and followed by the source's watermark."""
+        if not self.timed:
+            self.emit(records, time.time())
+            return
+        now = time.time_ns()
+        self.emit(self.clock.stamp(records, now, self.errors), now / 1e9)
+        self.pass_watermark(self.clock.watermark(now))
+
     def on_wakeup(self, payload: Any) -> None:
-        if payload == "generate" and self.generating:
+        if payload == "tick" and not self.retired:
+            self.pass_watermark(self.clock.watermark(time.time_ns()))
+            self.wakeupAfter(timedelta(seconds=TICK), "tick")
+        elif payload == "generate" and self.generating:
             self.generate()
         elif payload == "bind" and not self.retired:
             self.try_start()
@@ -465,7 +484,7 @@ class SourceActor(StageActor):
         self.gen_value = value
         self.records_in += len(records)
         self.generated += len(records)
-        self.emit(records, time.time())
+        self.emit_stamped(records)
         if value is None:
             self.generating = False
             log.info("source %r: generator finished", self.source_name)
@@ -491,4 +510,6 @@ class SourceActor(StageActor):
             unreplayable=getattr(self, "plain", 0),
             streams_refused=getattr(self, "streams_refused", 0),
         )
+        if self.timed and hasattr(self, "clock"):
+            c["watermark"] = self.clock.watermark(time.time_ns())
         return c

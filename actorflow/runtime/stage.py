@@ -10,6 +10,10 @@ Checkpoints follow Chandy-Lamport with aligned barriers: when a barrier arrives
 on an input link, that link is held (its batches wait, unacknowledged) until the
 barrier has come on every input link; then the stage snapshots (``checkpoint``),
 sends the barrier on every outlet, and takes up the held batches.
+
+In an app with windows, a stage's watermark is the minimum over its live input
+links (``runtime/watermarks.py``); it passes it on with its own batches, after
+``on_watermark`` (window steps fire there).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from thespian.actors import (
     WatchMessage,
 )
 
-from actorflow.api import Application
-from actorflow.loader import load_application
+from actorflow.api import Application, is_timed
+from actorflow.loader import app_codec, load_application
 from actorflow.messages import (
     Ack,
     Barrier,
@@ -52,6 +56,7 @@ from actorflow.messages import (
 from actorflow.metrics.report import Histogram
 from actorflow.runtime.outlets import Outlet, build_routes
 from actorflow.runtime.steps import ErrorLog
+from actorflow.runtime.watermarks import InputWatermarks, StageWatermark
 from actorflow.transport import refused
 
 WORKER_CAPABILITY = "actorflow.worker"  # the worker's name, for people
@@ -62,6 +67,7 @@ log = logging.getLogger("actorflow.stage")
 _DATA = (Batch, EncodedBatch, Barrier)
 METRICS_EVERY = timedelta(seconds=1)
 OWNER_CHECK_EVERY = timedelta(seconds=1)
+WATERMARK_CHECK_EVERY = timedelta(seconds=1)  # notice input links that went silent
 OWNER_STUCK = 2.0  # seconds without an acknowledgement before the owner is looked at
 COORDINATOR_SILENT = 5.0  # seconds without Liveness: cut off from the topology actor
 
@@ -121,6 +127,10 @@ class StageActor(PlacedActor):
         self.latency: Histogram | None = None  # per batch, this interval (with --metrics)
         self.lost_workers: frozenset[str] = frozenset()  # from the topology's Liveness
         self.liveness_at = time.monotonic()
+        self.timed = False  # the app has windows: records carry event times
+        self.deserialize: Any = None  # the app's own, when it defines serialize too
+        self.input_watermarks = InputWatermarks(0, time.monotonic())
+        self.watermark = StageWatermark()
 
     # ---- dispatch ---------------------------------------------------------
 
@@ -143,6 +153,10 @@ class StageActor(PlacedActor):
                     self.report_metrics()
                 elif msg.payload == "owners":
                     self.check_owners()
+                elif msg.payload == "watermarks":
+                    if not self.retired:
+                        self.watermark_moved()
+                        self.wakeupAfter(WATERMARK_CHECK_EVERY, "watermarks")
                 else:
                     self.on_wakeup(msg.payload)
             elif cls is Liveness:
@@ -194,6 +208,10 @@ class StageActor(PlacedActor):
             self.config = cfg
             self.epoch = cfg.epoch
             self.app = load_application(cfg.app_path, cfg.app_args)
+            self.timed = is_timed(self.app)
+            codec = app_codec(cfg.app_path)
+            serialize, self.deserialize = codec if codec else (None, None)
+            self.input_watermarks = InputWatermarks(cfg.inputs, time.monotonic())
             s = cfg.settings
             router_errors = ErrorLog(
                 f"{cfg.stage.stage.name} (partition routing)", s.error_log_limit
@@ -206,9 +224,13 @@ class StageActor(PlacedActor):
                 self._encoder_for,
                 router_errors,
                 cfg.epoch,
+                self.timed,
+                serialize,
             )
             self.error_logs.append(router_errors)
             self.setup()
+            if self.timed and cfg.inputs and self.kind != "sink":
+                self.wakeupAfter(WATERMARK_CHECK_EVERY, "watermarks")
             if cfg.metrics is not None:
                 self.latency = Histogram()
                 self.wakeupAfter(METRICS_EVERY, "metrics")
@@ -330,13 +352,20 @@ class StageActor(PlacedActor):
         return False
 
     def on_batch(self, msg: Batch, sender: Any) -> None:
-        self.batches_in += 1
-        self.records_in += len(msg.records)
+        records = msg.records
         started = time.monotonic()
         try:
-            out = self.process(msg.records)
-            self.processed(msg.records, time.monotonic() - started)
-            self.emit(out, msg.born)
+            if records:
+                self.batches_in += 1
+                self.records_in += len(records)
+                if self.deserialize is not None:
+                    records = self.decoded(records)
+                out = self.process(records)
+                self.processed(records, time.monotonic() - started)
+                self.emit(out, msg.born)
+            if self.timed:
+                self.input_watermarks.heard((str(sender), msg.link), msg.watermark, started)
+                self.watermark_moved()
         except Exception:  # a bug of ours: log it, and keep the link's credit
             self.internal_errors += 1
             log.error(
@@ -354,6 +383,41 @@ class StageActor(PlacedActor):
     def process(self, records: list) -> list:
         """Subclasses turn input records into output records."""
         return records
+
+    def decoded(self, records: list) -> list:
+        """Record values as the app's ``deserialize`` makes them from their bytes."""
+        deser = self.deserialize
+        try:
+            return [(r[0], deser(r[1]), *r[2:]) for r in records]
+        except Exception:
+            out = []
+            for r in records:
+                try:
+                    out.append((r[0], deser(r[1]), *r[2:]))
+                except Exception as exc:
+                    self.error_logs[0].report(exc, r[0], r[1])
+            return out
+
+    def watermark_moved(self) -> None:
+        """Take the inputs' watermark: fire what it closes, pass it on."""
+        wm = self.watermark
+        if wm.update(self.input_watermarks.current(time.monotonic())):
+            self.emit(self.on_watermark(wm.value))
+        self.pass_watermark(self.output_watermark())
+
+    def on_watermark(self, watermark: int) -> list:
+        """Window steps fire the windows that ``watermark`` closes here."""
+        return []
+
+    def output_watermark(self) -> int | None:
+        """The watermark this stage's batches carry (a window step's is its closed time)."""
+        return self.watermark.out
+
+    def pass_watermark(self, watermark: int | None) -> None:
+        for o in self.outlets.values():
+            if o.timed and o.latest != watermark:
+                o.set_watermark(watermark)
+                o.pump()
 
     def processed(self, records: list, seconds: float) -> None:
         """Record how long a batch took in this step (with --metrics)."""
@@ -478,6 +542,7 @@ class StageActor(PlacedActor):
             "messages_refused": sum(refused().values()),
             "checkpoints": self.checkpoints,
             "epoch": self.epoch,
+            **({"watermark": self.watermark.value} if self.timed and self.kind != "sink" else {}),
         }
 
     def status(self) -> StageStatus:

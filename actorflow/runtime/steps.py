@@ -1,6 +1,8 @@
 """User functions applied to batches, with error accounting.
 
-Each app stage becomes a function ``list[(key, value)] -> list[(key, value)]``.
+Each app stage becomes a function ``list[(key, value)] -> list[(key, value)]``; in an
+app with windows, ``list[(key, value, event time)]`` the same way (``timed``): a
+record keeps its event time through every step up to its window.
 A user function that raises on a record does not stop anything: the error is
 logged with the step's name, the key and the exception, counted, and the
 record is skipped.
@@ -44,8 +46,10 @@ class ErrorLog:
             )
 
 
-def _stateless(comp: Computation, errors: ErrorLog) -> Op:
+def _stateless(comp: Computation, errors: ErrorLog, timed: bool = False) -> Op:
     func = comp.func
+    if timed:
+        return _stateless_timed(comp, errors)
 
     if comp.multi:
 
@@ -80,7 +84,43 @@ def _stateless(comp: Computation, errors: ErrorLog) -> Op:
     return run
 
 
-def _key_by(extract: Callable[[Any], Any], errors: ErrorLog) -> Op:
+def _stateless_timed(comp: Computation, errors: ErrorLog) -> Op:
+    func, multi = comp.func, comp.multi
+
+    def run(records: Records) -> Records:
+        out: Records = []
+        append = out.append
+        for key, value, ts in records:
+            try:
+                result = func(value)
+            except Exception as exc:
+                errors.report(exc, key, value)
+                continue
+            if multi:
+                if result:
+                    out.extend([(key, r, ts) for r in result if r is not None])
+            elif result is not None:
+                append((key, result, ts))
+        return out
+
+    return run
+
+
+def _key_by(extract: Callable[[Any], Any], errors: ErrorLog, timed: bool = False) -> Op:
+    if timed:
+
+        def run_timed(records: Records) -> Records:
+            out: Records = []
+            append = out.append
+            for key, value, ts in records:
+                try:
+                    append((extract(value), value, ts))
+                except Exception as exc:
+                    errors.report(exc, key, value)
+            return out
+
+        return run_timed
+
     def run(records: Records) -> Records:
         out: Records = []
         append = out.append
@@ -98,8 +138,12 @@ def _collect(records: Records) -> Records:
     return [(None, value) for _, value in records]
 
 
+def _collect_timed(records: Records) -> Records:
+    return [(None, value, ts) for _, value, ts in records]
+
+
 def stateless_ops(
-    app: Application, stage_ids: tuple[int, ...], limit: int
+    app: Application, stage_ids: tuple[int, ...], limit: int, timed: bool = False
 ) -> tuple[list[Op], list[ErrorLog]]:
     """The ops of a chain (stateless steps, key_by, collect), in order."""
     ops: list[Op] = []
@@ -108,11 +152,11 @@ def stateless_ops(
         st = app.stage(sid)
         errors = ErrorLog(st.name, limit)
         if st.kind == "key_by":
-            ops.append(_key_by(st.spec.func, errors))
+            ops.append(_key_by(st.spec.func, errors, timed))
         elif st.kind == "collect":
-            ops.append(_collect)
+            ops.append(_collect_timed if timed else _collect)
         elif st.kind == "to" and isinstance(st.spec, Computation):
-            ops.append(_stateless(st.spec, errors))
+            ops.append(_stateless(st.spec, errors, timed))
         else:
             msg = f"stage {st.name!r} ({st.kind}) cannot run in a stateless chain"
             raise ValueError(msg)
@@ -131,10 +175,38 @@ def run_ops(ops: list[Op], records: Records) -> Records:
 class KeyedState:
     """The state of one state step on one worker: one state object per key, made on first use."""
 
-    def __init__(self, comp: StateComputation, errors: ErrorLog) -> None:
+    def __init__(self, comp: StateComputation, errors: ErrorLog, timed: bool = False) -> None:
         self.comp = comp
         self.errors = errors
         self.states: dict[Any, Any] = {}
+        if timed:
+            self.apply = self.apply_timed  # type: ignore[method-assign]
+
+    def apply_timed(self, records: Records) -> Records:
+        """As :meth:`apply`, for (key, value, event time): outputs keep the input's time."""
+        states, func, make, errors = self.states, self.comp.func, self.comp.state_class, self.errors
+        multi = self.comp.multi
+        out: Records = []
+        for key, value, ts in records:
+            state = states.get(key)
+            if state is None and key not in states:
+                try:
+                    state = states[key] = make()
+                except Exception as exc:
+                    errors.report(exc, key, value)
+                    continue
+            try:
+                result = func(value, state)
+            except Exception as exc:
+                errors.report(exc, key, value)
+                continue
+            if result is None:
+                continue
+            if multi:
+                out.extend([(key, r, ts) for r in result if r is not None])
+            else:
+                out.append((key, result, ts))
+        return out
 
     def apply(self, records: Records) -> Records:
         states = self.states

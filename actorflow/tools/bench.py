@@ -552,7 +552,12 @@ def print_table(result: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actorflow bench", description=__doc__.splitlines()[0])
-    p.add_argument("app", choices=["alphabet"], help="the app to measure")
+    p.add_argument(
+        "app",
+        choices=["alphabet", "windows"],
+        help="the app to measure (windows: 1 s tumbling windows over 10k keys against the "
+        "same pipeline without windows)",
+    )
     p.add_argument(
         "--messages",
         type=int,
@@ -619,6 +624,8 @@ def run(argv: list[str]) -> int:
     def say(message: str) -> None:
         print(f"actorflow bench: {message}", file=sys.stderr, flush=True)
 
+    if args.app == "windows":
+        return _run_windows(args, say)
     try:
         with sigterm_interrupts():
             result = bench_alphabet(
@@ -642,6 +649,25 @@ def run(argv: list[str]) -> int:
         print(json.dumps(result), flush=True)
     else:
         print_table(result)
+    return 0
+
+
+def _run_windows(args: argparse.Namespace, say: Any) -> int:
+    from actorflow.tools.bench_windows import bench_windows, print_windows_table
+
+    try:
+        with sigterm_interrupts():
+            result = bench_windows(args.messages, args.repeat, say)
+    except BenchError as exc:
+        print(f"actorflow bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("actorflow bench: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        print_windows_table(result)
     return 0
 
 

@@ -36,7 +36,8 @@ class SendError(ActorflowError):
 
 
 def load_frames(path: str, mode: str) -> list[bytes]:
-    """Load `path` as ready-to-send frames; mode "framed" keeps frames, "newlines" frames lines.
+    """Load `path` as ready-to-send frames; mode "framed" keeps frames, "newlines" frames lines
+    (each line without its line end; blank lines are skipped, as Wallaroo's sender did).
 
     Raises SendError if the file cannot be read or (framed) ends inside a frame.
     """
@@ -57,10 +58,8 @@ def load_frames(path: str, mode: str) -> list[bytes]:
                 f"({len(data)} bytes); is it really --framed?"
             )
         return [frame(p) for p in payloads]
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the file's final newline ends the last line; it does not start one
-    return [frame(line[:-1] if line.endswith(b"\r") else line) for line in lines]
+    lines = (line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n"))
+    return [frame(line) for line in lines if line]  # blank lines are skipped, as Giles did
 
 
 def connect(
@@ -371,7 +370,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         dest="mode",
         action="store_const",
         const="newlines",
-        help="each line of the file (without its newline) is one message",
+        help="each line of the file (without its newline) is one message; blank lines are skipped",
     )
     p.add_argument(
         "--messages",

@@ -1,0 +1,1 @@
+../actorflow/examples/alerts_windowed.py

@@ -1,0 +1,1 @@
+../actorflow/examples/sequence_detector.py

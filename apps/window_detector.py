@@ -1,0 +1,1 @@
+../actorflow/examples/window_detector.py
