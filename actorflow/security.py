@@ -182,6 +182,11 @@ def read_secret_file(path: str) -> ClusterSecret:
     return ClusterSecret(_decode(raw))
 
 
+def parse_secret(text: str) -> ClusterSecret:
+    """The secret written as ``text`` (hex, as actorflow makes them, or any string)."""
+    return ClusterSecret(_decode(text.strip().encode()))
+
+
 def _decode(raw: bytes) -> bytes:
     try:
         return bytes.fromhex(raw.decode())
@@ -213,7 +218,7 @@ def find_secret(
         return read_secret_file(secret_file)
     env = os.environ.get(SECRET_ENV)
     if env:
-        return ClusterSecret(_decode(env.strip().encode()))
+        return parse_secret(env)
     if resilience_dir:
         path = os.path.join(resilience_dir, SECRET_FILE)
         if create:

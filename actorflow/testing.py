@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 
 from actorflow.processes import die_with_parent, kill_group
 from actorflow.runtime.local import Advance, At, Clock, Outputs, Payload, run
-from actorflow.security import SECRET_ENV
+from actorflow.security import SECRET_ENV, parse_secret
 
 __all__ = [
     "Advance",
@@ -250,6 +250,10 @@ class Cluster:
         if i == 0:
             a += ["--data", f"127.0.0.1:{self.data}", "--topology-initializer"]
         return a + self.extra
+
+    def stream_token(self, stream: str) -> str:
+        """What an acknowledged sender needs to claim ``stream`` in this cluster."""
+        return parse_secret(self.env[SECRET_ENV]).stream_token(stream)
 
     def resilience_dir(self, i: int) -> str:
         """Worker i's resilience folder (one per worker, as on separate machines)."""

@@ -68,6 +68,7 @@ def main() -> int:
                     cluster.inputs[0],
                     frames,
                     stream="steady",
+                    token=cluster.stream_token("steady"),
                     batch_size=500,
                     interval_ms=5,
                     patience=120,

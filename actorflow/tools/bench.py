@@ -625,20 +625,33 @@ def run(argv: list[str]) -> int:
         print(f"actorflow bench: {message}", file=sys.stderr, flush=True)
 
     if args.app == "windows":
-        return _run_windows(args, say)
+        from actorflow.tools.bench_windows import bench_windows, print_windows_table
+
+        return _report(
+            args, lambda: bench_windows(args.messages, args.repeat, say), print_windows_table
+        )
+    return _report(
+        args,
+        lambda: bench_alphabet(
+            args.messages,
+            args.repeat,
+            args.workers,
+            say,
+            args.checkpoints,
+            args.hub_down,
+            args.auth,
+            args.bytewax,
+            args.keep_output,
+        ),
+        print_table,
+    )
+
+
+def _report(args: argparse.Namespace, measure: Any, printer: Any) -> int:
+    """Run ``measure`` (interruptible by SIGTERM), then print its result."""
     try:
         with sigterm_interrupts():
-            result = bench_alphabet(
-                args.messages,
-                args.repeat,
-                args.workers,
-                say,
-                args.checkpoints,
-                args.hub_down,
-                args.auth,
-                args.bytewax,
-                args.keep_output,
-            )
+            result = measure()
     except BenchError as exc:
         print(f"actorflow bench: error: {exc}", file=sys.stderr)
         return 1
@@ -648,26 +661,7 @@ def run(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(result), flush=True)
     else:
-        print_table(result)
-    return 0
-
-
-def _run_windows(args: argparse.Namespace, say: Any) -> int:
-    from actorflow.tools.bench_windows import bench_windows, print_windows_table
-
-    try:
-        with sigterm_interrupts():
-            result = bench_windows(args.messages, args.repeat, say)
-    except BenchError as exc:
-        print(f"actorflow bench: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("actorflow bench: interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(result), flush=True)
-    else:
-        print_windows_table(result)
+        printer(result)
     return 0
 
 
