@@ -637,3 +637,20 @@ def test_usage_errors():
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.returncode == 2 and "HOST:PORT" in proc.stderr
+
+
+def test_late_records_of_window_steps_reach_prometheus():
+    # README Windows: late data "is counted in status and metrics".
+    st = HubState(window=60)
+    window = make_step("win", "state", 1000)
+    window.update(late_dropped=7, late_fired=2, late_placed=0)
+    st.ingest(make_report("w1", T0, [window, make_step("src", "source", 1000)]), now=T0)
+    fams = {f.name: f for f in st.prometheus_families(now=T0)}
+    samples = {
+        (s.name, s.labels["step"]): s.value
+        for k in ("late_dropped", "late_fired", "late_placed")
+        for s in fams[f"actorflow_step_{k}"].samples
+    }
+    assert samples[("actorflow_step_late_dropped_total", "win")] == 7
+    assert samples[("actorflow_step_late_fired_total", "win")] == 2
+    assert samples[("actorflow_step_late_dropped_total", "src")] == 0, "0 where no windows"

@@ -117,7 +117,16 @@ log = logging.getLogger("actorflow.metrics")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STALE_INTERVALS = 3
 MIN_INTERVAL = 0.1  # the deque cap assumes no series gets points faster than this
-COUNTERS = ("records_in", "records_out", "errors", "batches_in", "batches_out")
+COUNTERS = (
+    "records_in",
+    "records_out",
+    "errors",
+    "batches_in",
+    "batches_out",
+    "late_dropped",
+    "late_fired",
+    "late_placed",
+)
 GAUGES = ("buffered", "held_acks")
 SERIES_MODES = ("all", "charts", "none")
 _LAST_BOUND = LATENCY_BOUNDS[-1]

@@ -361,7 +361,16 @@ class ReportReader:
 
 # --- checking ------------------------------------------------------------------------
 
-_STEP_COUNTERS = ("records_in", "records_out", "errors", "batches_in", "batches_out")
+_STEP_COUNTERS = (
+    "records_in",
+    "records_out",
+    "errors",
+    "batches_in",
+    "batches_out",
+    "late_dropped",  # window steps: late records by policy (0 elsewhere)
+    "late_fired",
+    "late_placed",
+)
 _STEP_GAUGES = ("buffered", "held_acks")
 
 
