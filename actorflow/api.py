@@ -80,6 +80,7 @@ class WindowStep:
     count: int = 0
     gap: int = 0
     late_data_policy: str = "drop"
+    timeout: int = 0  # count windows: a partial window fires this long after its first record
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +130,13 @@ class Encoder:
 
 
 def computation(name: str) -> Callable[[Callable[[Any], Any]], Computation]:
-    """Decorate ``f(data) -> output | None`` as a stateless step called ``name``."""
+    """Decorate ``f(data) -> output | None`` as a stateless step called ``name``.
+
+    >>> @computation(name="double")
+    ... def double(x): return x * 2
+    >>> double.name, double(21)
+    ('double', 42)
+    """
 
     def wrap(func: Callable[[Any], Any]) -> Computation:
         check_arity("computation", name, func, 1)
@@ -139,7 +146,13 @@ def computation(name: str) -> Callable[[Callable[[Any], Any]], Computation]:
 
 
 def computation_multi(name: str) -> Callable[[Callable[[Any], Any]], Computation]:
-    """Decorate ``f(data) -> list | None``: every element of the list is an output."""
+    """Decorate ``f(data) -> list | None``: every element of the list is an output.
+
+    >>> @computation_multi(name="split")
+    ... def split(line): return line.split()
+    >>> split.multi, split("a b")
+    (True, ['a', 'b'])
+    """
 
     def wrap(func: Callable[[Any], Any]) -> Computation:
         check_arity("computation_multi", name, func, 1)
@@ -155,7 +168,17 @@ def _check_state_class(name: str, state: Any) -> None:
 
 
 def state_computation(name: str, state: Callable[[], Any]) -> Callable[..., StateComputation]:
-    """Decorate ``f(data, state) -> output | None``; ``state`` is built per key with no args."""
+    """Decorate ``f(data, state) -> output | None``; ``state`` is built per key with no args.
+
+    >>> class Total:
+    ...     def __init__(self): self.n = 0
+    >>> @state_computation(name="total", state=Total)
+    ... def add(x, total):
+    ...     total.n += x
+    ...     return total.n
+    >>> add.name, add.state_class is Total
+    ('total', True)
+    """
     _check_state_class(name, state)
 
     def wrap(func: Callable[[Any, Any], Any]) -> StateComputation:
@@ -166,7 +189,15 @@ def state_computation(name: str, state: Callable[[], Any]) -> Callable[..., Stat
 
 
 def state_computation_multi(name: str, state: Callable[[], Any]) -> Callable[..., StateComputation]:
-    """Decorate ``f(data, state) -> list | None``; one output per list element."""
+    """Decorate ``f(data, state) -> list | None``; one output per list element.
+
+    >>> @state_computation_multi(name="seen", state=list)
+    ... def seen(x, xs):
+    ...     xs.append(x)
+    ...     return list(xs)
+    >>> seen.multi
+    True
+    """
     _check_state_class(name, state)
 
     def wrap(func: Callable[[Any, Any], Any]) -> StateComputation:
@@ -177,13 +208,25 @@ def state_computation_multi(name: str, state: Callable[[], Any]) -> Callable[...
 
 
 def key_extractor(func: Callable[[Any], Any]) -> KeyExtractor:
-    """Decorate ``f(data) -> key``."""
+    """Decorate ``f(data) -> key``.
+
+    >>> @key_extractor
+    ... def first_letter(word): return word[0]
+    >>> first_letter("actor")
+    'a'
+    """
     check_arity("key_extractor", getattr(func, "__name__", "?"), func, 1)
     return KeyExtractor(func)
 
 
 def decoder(header_length: int = 4, length_fmt: str = ">I") -> Callable[..., Decoder]:
-    """Decorate ``f(payload: bytes) -> record`` for a framed TCP source."""
+    """Decorate ``f(payload: bytes) -> record`` for a framed TCP source.
+
+    >>> @decoder(header_length=4, length_fmt=">I")
+    ... def decode(payload): return payload.decode()
+    >>> decode(b"hello"), decode.header_length
+    ('hello', 4)
+    """
     try:
         size = struct.calcsize(length_fmt)
     except struct.error as exc:
@@ -203,7 +246,13 @@ def decoder(header_length: int = 4, length_fmt: str = ">I") -> Callable[..., Dec
 
 
 def encoder(func: Callable[[Any], bytes]) -> Encoder:
-    """Decorate ``f(record) -> bytes`` for a sink."""
+    """Decorate ``f(record) -> bytes`` for a sink.
+
+    >>> @encoder
+    ... def encode(line): return (line + "\\n").encode()
+    >>> encode("hi")
+    b'hi\\n'
+    """
     check_arity("encoder", getattr(func, "__name__", "?"), func, 1)
     return Encoder(func)
 
@@ -381,6 +430,10 @@ def source(
     source; ``event_time(record)`` (an actorflow extension) takes it from the record,
     in nanoseconds. ``idle``: after that many nanoseconds without a record, the source's
     watermark follows the wall clock, so the last windows still fire (default 2 s).
+
+    >>> cfg = TCPSourceConfig("in", "127.0.0.1", 7010, decoder()(lambda b: b))
+    >>> source("in", cfg).is_closed
+    False
     """
     if not isinstance(config, TCPSourceConfig | GenSourceConfig):
         msg = f"source {name!r}: config must be TCPSourceConfig or GenSourceConfig"
@@ -442,7 +495,14 @@ def _stage_name(node: _Node) -> str:
 
 
 def build_application(app_name: str, pipeline: Pipeline) -> Application:
-    """Check the pipeline and freeze it into an :class:`Application`."""
+    """Check the pipeline and freeze it into an :class:`Application`.
+
+    >>> cfg = TCPSourceConfig("in", "127.0.0.1", 7010, decoder()(lambda b: b))
+    >>> sink = TCPSinkConfig("127.0.0.1", 7002, encoder(lambda b: b))
+    >>> app = build_application("echo", source("in", cfg).to_sink(sink))
+    >>> [s.kind for s in app.stages]
+    ['source', 'sink']
+    """
     if not isinstance(pipeline, Pipeline):
         msg = f"build_application({app_name!r}, ...) takes a Pipeline; got {pipeline!r}"
         raise ApplicationError(msg)
@@ -491,6 +551,11 @@ def _check_names(app_name: str, stages: Sequence[Stage]) -> None:
         if key in owners and owners[key] is not obj:
             what = "source" if s.kind == "source" else "step"
             msg = f"application {app_name!r}: two different {what}s are named {s.name!r}"
+            if isinstance(obj, WindowStep):
+                msg += (
+                    "; give one of the aggregations a name() method returning another "
+                    "name (a window step is named by its aggregation's name(), as in Wallaroo)"
+                )
             raise ApplicationError(msg)
         owners[key] = obj
 
@@ -536,7 +601,11 @@ def parse_input_addr(entry: str) -> tuple[str, str, str]:
 
 
 def tcp_parse_input_addrs(args: Sequence[str]) -> list[tuple[str, str, str]]:
-    """Read ``--in name@host:port,...`` from ``args`` into ``[(name, host, port)]``."""
+    """Read ``--in name@host:port,...`` from ``args`` into ``[(name, host, port)]``.
+
+    >>> tcp_parse_input_addrs(["--in", "votes@127.0.0.1:7010,127.0.0.1:7011"])
+    [('votes', '127.0.0.1', '7010'), ('127.0.0.1:7011', '127.0.0.1', '7011')]
+    """
     values = _flag_values(args, "--in", "-i")
     if not values:
         raise ApplicationError("no --in address given (expected --in name@host:port)")
@@ -544,7 +613,11 @@ def tcp_parse_input_addrs(args: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 def tcp_parse_output_addrs(args: Sequence[str]) -> list[tuple[str, str]]:
-    """Read ``--out host:port,...`` from ``args`` into ``[(host, port)]``."""
+    """Read ``--out host:port,...`` from ``args`` into ``[(host, port)]``.
+
+    >>> tcp_parse_output_addrs(["--out", "127.0.0.1:7002"])
+    [('127.0.0.1', '7002')]
+    """
     values = _flag_values(args, "--out", "-o")
     if not values:
         raise ApplicationError("no --out address given (expected --out host:port)")

@@ -15,6 +15,7 @@ commands:
   gen       generate data:     actorflow gen alphabet --messages N --output F
   status    cluster status:    actorflow status --control H:P [--json]
   shutdown  stop a cluster:    actorflow shutdown --control H:P (restarts from its files)
+  shrink    workers leave:     actorflow shrink --control H:P (--workers W,... | --count N)
   clean     remove files:      actorflow clean --resilience-dir D
   token     a stream's token:  actorflow token --stream NAME (for actorflow send --acked)
   metrics   metrics hub:       actorflow metrics --listen H:P --http H:P
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actorflow.worker import run_worker
 
         return run_worker(rest)
-    if command in ("shutdown", "clean", "token"):
+    if command in ("shutdown", "shrink", "clean", "token"):
         import argparse
 
         from actorflow import control

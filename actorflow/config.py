@@ -25,6 +25,7 @@ _APP_FLAGS = (
     ("out", "--out"),
     ("metrics", "--metrics"),
     ("control", "--control"),
+    ("join", "--join"),
     ("data", "--data"),
     ("my_control", "--my-control"),
     ("my_data", "--my-data"),
@@ -66,6 +67,12 @@ def worker_parser(
     p.add_argument("-o", "--out", help="sink address(es): host:port,...")
     p.add_argument("-m", "--metrics", help="metrics hub address host:port (actorflow metrics)")
     p.add_argument("--control", help="initializer: listen here; others: join here")
+    p.add_argument(
+        "-j",
+        "--join",
+        help="join a RUNNING cluster at its initializer's control address host:port: the "
+        "cluster grows by this worker (--worker-count: the size after the grow)",
+    )
     p.add_argument("-d", "--data", help="data channel host:port; actors advertise its host")
     p.add_argument("-x", "--my-control", help="a non-initializer's own control address")
     p.add_argument("-y", "--my-data", help="a non-initializer's own data address")
@@ -145,6 +152,7 @@ class WorkerConfig:
     app_args: tuple[str, ...]
     cluster_secret_file: str | None = None
     cluster_auth: bool = True
+    grow: bool = False  # --join: this worker grows a running cluster
 
 
 def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConfig:
@@ -152,13 +160,22 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
     parser = worker_parser(with_app=app is None)
     ns, extra = parser.parse_known_args(list(argv))
     app = app or ns.app
-    if not ns.control:
+    if ns.join and ns.control:
+        msg = "--join and --control both name the initializer's control address: give one"
+        raise ConfigError(msg)
+    if ns.join and ns.initializer:
+        msg = "--join adds a worker to a running cluster; the initializer forms one (--control)"
+        raise ConfigError(msg)
+    if ns.join and ns.worker_count < 2:
+        msg = "--join: --worker-count gives the cluster's size after this worker joins (2 or more)"
+        raise ConfigError(msg)
+    if not ns.control and not ns.join:
         raise ConfigError("--control host:port is required (the initializer's control channel)")
-    control = host_port(ns.control, "--control")
+    control = host_port(ns.join or ns.control, "--join" if ns.join else "--control")
     data = host_port(ns.data, "--data") if ns.data else None
     if ns.worker_count < 1:
         raise ConfigError(f"--worker-count must be 1 or more; got {ns.worker_count}")
-    initializer = ns.initializer or ns.worker_count == 1
+    initializer = ns.initializer or (ns.worker_count == 1 and not ns.join)
     if not initializer and ns.worker_name == "initializer":
         msg = "a worker that is not the initializer needs its own --worker-name"
         raise ConfigError(msg)
@@ -230,4 +247,5 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         app_args=tuple(app_args),
         cluster_secret_file=ns.cluster_secret_file,
         cluster_auth=ns.cluster_auth,
+        grow=bool(ns.join),
     )

@@ -1,5 +1,5 @@
 """Cluster queries and commands through the control channel: ``actorflow status``,
-``actorflow shutdown`` and ``actorflow clean``.
+``actorflow shutdown``, ``actorflow shrink`` and ``actorflow clean``.
 
 The client attaches to the initializer's running Thespian admin (it never starts
 one: the control port must already be listening), asks the topology actor, and
@@ -17,7 +17,14 @@ from typing import Any
 
 from actorflow.config import host_port
 from actorflow.errors import ActorflowError, ClusterError
-from actorflow.messages import ClusterStatus, ShutdownCluster, ShutdownDone, StatusQuery
+from actorflow.messages import (
+    ClusterStatus,
+    ShrinkCluster,
+    ShrinkDone,
+    ShutdownCluster,
+    ShutdownDone,
+    StatusQuery,
+)
 from actorflow.resilience import clean
 from actorflow.security import ClusterSecret, find_secret, missing_secret_hint
 
@@ -113,6 +120,24 @@ def shutdown_cluster(
     return reply
 
 
+def shrink_cluster(
+    control: tuple[str, int],
+    workers: tuple[str, ...] = (),
+    count: int = 0,
+    timeout: float = 60.0,
+    secret: ClusterSecret | bool | None = None,
+) -> ShrinkDone:
+    """Have ``workers`` (or ``count`` workers, the last to join first) hand their
+    partitions over and leave; ClusterError naming the reason if the cluster refuses."""
+    reply = ask_topology(control, ShrinkCluster(tuple(workers), count), timeout, secret)
+    if not isinstance(reply, ShrinkDone):
+        msg = f"the cluster at {control[0]}:{control[1]} did not answer within {timeout:g} s"
+        raise ClusterError(msg)
+    if reply.error:
+        raise ClusterError(reply.error)
+    return reply
+
+
 def format_status(status: dict[str, Any]) -> str:
     """A short human-readable report."""
     lines = [
@@ -138,6 +163,13 @@ def format_status(status: dict[str, Any]) -> str:
                 f"out {figures.get('records_out', '?'):>10} errors {figures.get('errors', '?')}"
                 f"{extra}"
             )
+    rescale = status.get("last_rescale")
+    if rescale:
+        lines.append(
+            f"owner table version {status.get('table_version')}: last {rescale['kind']} "
+            f"{rescale.get('outcome', '')}, {rescale.get('partitions_moved', 0)} partitions "
+            f"moved, processing paused {rescale.get('pause_seconds', 0):.2f} s"
+        )
     if status.get("unanswered"):
         lines.append(f"no answer from: {', '.join(status['unanswered'])}")
     return "\n".join(lines)
@@ -180,6 +212,32 @@ def shutdown_main(args: argparse.Namespace) -> int:
         f"actorflow shutdown: stopping {len(done.workers)} worker(s) "
         f"({', '.join(done.workers)}) at checkpoint {done.checkpoint}; start them again "
         "with the same commands to resume, or run actorflow clean to start anew"
+    )
+    return 0
+
+
+def configure_shrink_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--control", required=True, help="the initializer's control address")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--workers", help="the workers that leave: name,name,...")
+    which.add_argument("--count", type=int, help="how many workers leave (the last to join)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")
+    add_secret_flags(p)
+
+
+def shrink_main(args: argparse.Namespace) -> int:
+    try:
+        control = host_port(args.control, "--control")
+        names = tuple(n.strip() for n in (args.workers or "").split(",") if n.strip())
+        if args.count is not None and args.count < 1:
+            raise ClusterError(f"--count must be 1 or more; got {args.count}")
+        done = shrink_cluster(control, names, args.count or 0, args.timeout, command_secret(args))
+    except ActorflowError as exc:
+        print(f"actorflow shrink: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"actorflow shrink: {', '.join(done.left)} handed over their partitions and left; "
+        f"the cluster runs on {len(done.workers)} worker(s): {', '.join(done.workers)}"
     )
     return 0
 

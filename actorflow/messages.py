@@ -116,6 +116,44 @@ class Configure:
     files: Any = None  # resilience.WorkerFiles
     coordinator: Any = None  # the topology actor's address
     metrics: Any = None  # the worker's metrics reporter actor, or None
+    restore_from: tuple = ()  # state: PartitionSource of each old owner of its partitions
+    adopt_offsets: dict = field(default_factory=dict)  # source: streams of leaving workers
+
+
+@dataclass(frozen=True)
+class PartitionSource:
+    """Where a state actor finds some of its partitions at the checkpoint it restores:
+    in the snapshot of ``worker`` (``files``), read by that worker's ``guard``."""
+
+    worker: str
+    guard: Any
+    files: Any  # resilience.WorkerFiles of that worker
+    partitions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FetchPartitions:
+    """To a worker's guard: send these partitions of a stage's snapshot at a checkpoint."""
+
+    stage_id: str
+    checkpoint: int
+    files: Any  # resilience.WorkerFiles of the guard's worker
+    partitions: tuple[int, ...]
+    count: int  # the stage's partition count (to split a format-1 snapshot)
+    keyed_in: str | None  # where a format-1 snapshot keeps its keys (window steps: "keys")
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class PartitionData:
+    """A guard's answer to FetchPartitions: the snapshot part, or why there is none."""
+
+    stage_id: str
+    checkpoint: int
+    worker: str
+    epoch: int
+    data: dict | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +235,7 @@ class SourceProgress:
     worker: str
     checkpoint: int
     unreplayable: int
+    offsets: dict = field(default_factory=dict)  # acknowledged streams' offsets at it
 
 
 @dataclass(frozen=True)
@@ -209,9 +248,11 @@ class CheckpointDone:
 
 @dataclass(frozen=True)
 class Retire:
-    """To an actor of an older placement: close your sockets, answer, and exit."""
+    """To an actor of an older placement: close your sockets, answer, and exit.
+    ``moved_to``: a leaving worker's source tells its acknowledged senders to go there."""
 
     epoch: int
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +313,7 @@ class JoinCluster:
     worker: WorkerInfo
     worker_count: int
     settings: Any = None  # plan.Settings of the joining worker: must match the cluster's
+    grow: bool = False  # --join: a new worker for a running cluster (the cluster grows)
 
 
 @dataclass(frozen=True)
@@ -309,6 +351,40 @@ class ShutdownDone:
 @dataclass(frozen=True)
 class StopWorker:
     """To a worker's guard: stop the worker command (as SIGTERM would)."""
+
+
+@dataclass(frozen=True)
+class ShrinkCluster:
+    """From ``actorflow shrink``: these workers (or this many) hand over their partitions
+    and leave."""
+
+    workers: tuple[str, ...] = ()
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class ShrinkDone:
+    """Reply to ShrinkCluster: who left, who stays; ``error`` if nothing was done."""
+
+    left: tuple[str, ...]
+    workers: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterChanged:
+    """To every guard after a grow or shrink: the worker list its cluster file records."""
+
+    cluster_id: str
+    workers: tuple  # (name, control) of every worker
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class LeaveCluster:
+    """To a leaving worker's guard: remove the worker's resilience files and stop it."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -351,6 +427,7 @@ class GuardWorker:
     pid: int
     worker: str = ""
     uid: str = ""
+    files: Any = None  # resilience.WorkerFiles: snapshots it serves, the file it updates
 
 
 @dataclass(frozen=True)

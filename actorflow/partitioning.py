@@ -1,9 +1,10 @@
 """Keys to partitions, partitions to workers.
 
 A key hashes (MD5, as in Wallaroo) to a point in a 64-bit hash space; the
-space is split into ``count`` equal ranges, the partitions. Partitions are
-spread over the workers in contiguous, equal blocks, so every key is owned by
-exactly one worker and the split stays even as workers are added.
+space is split into ``count`` equal ranges, the partitions. A cluster starts with
+the partitions spread over the workers in contiguous, equal blocks
+(:func:`owners`); when workers join or leave, :func:`rebalance` moves as few
+partitions as an even spread allows, so a grow or shrink moves the least state.
 """
 
 from __future__ import annotations
@@ -39,3 +40,39 @@ def owners(count: int, workers: Sequence[str]) -> tuple[str, ...]:
     """``owners(count, workers)[p]`` is the worker that owns partition p."""
     n = len(workers)
     return tuple(workers[p * n // count] for p in range(count))
+
+
+def rebalance(table: Sequence[str], workers: Sequence[str]) -> tuple[str, ...]:
+    """A new owner table for ``workers`` that moves as few partitions of ``table`` as
+    possible while every worker ends with ``count // n`` or one more.
+
+    Workers that keep their place keep their partitions up to their new share; those
+    that leave, and those above their share, hand over their highest-numbered ones.
+
+    >>> old = owners(120, ["w1", "w2"])
+    >>> new = rebalance(old, ["w1", "w2", "w3"])
+    >>> len(moved(old, new)), new.count("w3")
+    (40, 40)
+    """
+    if not workers:
+        raise ValueError("rebalance() needs at least one worker")
+    count, n = len(table), len(workers)
+    base, extra = divmod(count, n)
+    held = {w: [p for p, o in enumerate(table) if o == w] for w in workers}
+    # The workers that get one more than the base share are those holding most now.
+    ranked = sorted(workers, key=lambda w: (-len(held[w]), workers.index(w)))
+    quota = {w: base + (1 if i < extra else 0) for i, w in enumerate(ranked)}
+    new = list(table)
+    free = [p for p, o in enumerate(table) if o not in quota]
+    for w in workers:
+        free += held[w][quota[w] :]
+    free.sort(reverse=True)
+    for w in workers:
+        for _ in range(quota[w] - min(len(held[w]), quota[w])):
+            new[free.pop()] = w
+    return tuple(new)
+
+
+def moved(old: Sequence[str], new: Sequence[str]) -> dict[int, tuple[str, str]]:
+    """``{partition: (old owner, new owner)}`` for the partitions that change owner."""
+    return {p: (a, b) for p, (a, b) in enumerate(zip(old, new, strict=True)) if a != b}

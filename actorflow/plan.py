@@ -169,12 +169,15 @@ def place(
     workers: Sequence[str],
     source_workers: Mapping[str, Sequence[str]] | None = None,
     partitions: int = DEFAULT_PARTITIONS,
+    tables: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Placement:
     """Place every plan stage on workers.
 
     ``source_workers[name]`` lists the workers that run the source called
     ``name`` (by default every worker for a TCP source, the first worker for a
-    generator source).
+    generator source). ``tables[stage id]`` is a state step's owner table where one
+    exists already (after a rescale: :func:`actorflow.partitioning.rebalance`); the
+    others get contiguous blocks.
     """
     workers = tuple(workers)
     if not workers:
@@ -191,7 +194,11 @@ def place(
             on = set((source_workers or {}).get(st.name, default))
             placed += [PlacedStage(st, w) for w in workers if w in on]
         elif st.kind == "state":
-            if st.keyed:
+            given = (tables or {}).get(st.id)
+            if given is not None and set(given) <= set(workers):
+                table = tuple(given)
+                unkeyed += 0 if st.keyed else 1
+            elif st.keyed:
                 table = owners(partitions, workers)
             else:
                 table = (workers[unkeyed % len(workers)],)

@@ -7,9 +7,12 @@ half-written file that the next start would trust.
 
 - ``.cluster.json``: cluster identity, this worker's name and role, the worker list
   with control addresses, the worker count, the partition count.
-- ``.checkpoint.json`` (initializer): the last completed checkpoint and the epoch of
-  the current placement; ``.actors.pickle``: the addresses of the placed actors.
-- ``.<stage>.cp<N>.state``: a state actor's per-key state at checkpoint N (pickle);
+- ``.checkpoint.json`` (initializer): the last completed checkpoint, the epoch of
+  the current placement, and the owner tables (current, and at that checkpoint);
+  ``.actors.pickle``: the addresses of the placed actors.
+- ``.<stage>.cp<N>.state``: a state actor's per-key state at checkpoint N, grouped by
+  partition (pickle; see :mod:`actorflow.runtime.partitions`), so that after a grow or
+  shrink any worker can load any partition of it (through this worker's guard);
   ``.<stage>.cp<N>.offsets``: a source's per-stream offsets at checkpoint N (JSON).
 """
 
@@ -120,6 +123,7 @@ class ClusterRecord:
     partitions: int = 0
     pid: int = 0  # the worker command of the incarnation that wrote this file
     pgid: int = 0  # its actor process group
+    resized: bool = False  # grown or shrunk since it formed: worker_count beats the flag
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,9 @@ class ClusterState:
     epoch: int
     workers: list = field(default_factory=list)  # worker names in placement order
     addresses: dict = field(default_factory=dict)  # (stage id, worker) -> ActorAddress
+    tables: dict = field(default_factory=dict)  # stage id -> owner of each partition
+    checkpoint_tables: dict = field(default_factory=dict)  # the tables at ``checkpoint``
+    table_version: int = 0
 
 
 def write_cluster(files: WorkerFiles, record: ClusterRecord) -> None:
@@ -149,6 +156,18 @@ def read_cluster(files: WorkerFiles) -> ClusterRecord | None:
     except (OSError, ValueError, TypeError) as exc:
         msg = f"{files.cluster} cannot be read ({exc})"
         raise ValueError(msg) from None
+
+
+def record_resize(files: WorkerFiles, workers: list) -> ClusterRecord | None:
+    """Rewrite the cluster file for the worker list after a grow or shrink."""
+    record = read_cluster(files)
+    if record is None:
+        return None
+    record = ClusterRecord(
+        **{**asdict(record), "workers": workers, "worker_count": len(workers), "resized": True}
+    )
+    write_cluster(files, record)
+    return record
 
 
 def _picklable(value: Any) -> bool:
@@ -170,6 +189,9 @@ def write_state(files: WorkerFiles, state: ClusterState) -> None:
         "checkpoint": state.checkpoint,
         "epoch": state.epoch,
         "workers": list(state.workers),
+        "tables": {k: list(v) for k, v in state.tables.items()},
+        "checkpoint_tables": {k: list(v) for k, v in state.checkpoint_tables.items()},
+        "table_version": state.table_version,
     }
     atomic_write(files.checkpoint, json.dumps(plain).encode())
 
@@ -189,6 +211,8 @@ def read_state(files: WorkerFiles) -> ClusterState | None:
             addresses = pickle.loads(f.read())
     except (OSError, pickle.UnpicklingError, EOFError):
         pass  # the old actors cannot be retired; epochs still fence them
+    for name in ("tables", "checkpoint_tables"):
+        data[name] = {k: tuple(v) for k, v in data.get(name, {}).items()}
     return ClusterState(addresses=addresses, **data)
 
 
@@ -235,6 +259,18 @@ def clean(folder: str, app: str | None = None) -> list[str]:
         try:
             os.unlink(path)
             removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def remove_files(files: WorkerFiles) -> int:
+    """Remove every file of one worker (it left the cluster); how many."""
+    removed = 0
+    for path in files.existing():
+        try:
+            os.unlink(path)
+            removed += 1
         except FileNotFoundError:
             pass
     return removed

@@ -226,6 +226,8 @@ class Cluster:
         self.extra = list(extra)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="actorflow-cluster-")
         self.workers: list[WorkerProcess] = []
+        self.joined: set[int] = set()  # workers that grew the running cluster (--join)
+        self.counts: dict[int, int] = {}  # each worker's --worker-count, fixed at its start
         # One secret for all its workers, as on several machines (each has its own
         # --resilience-dir); one from the environment wins.
         self.env = dict(os.environ)
@@ -239,10 +241,10 @@ class Cluster:
         a += [
             "--out",
             f"127.0.0.1:{self.outs[i]}",
-            "--control",
+            "--join" if i in self.joined else "--control",
             f"127.0.0.1:{self.control}",
             "--worker-count",
-            str(self.count),
+            str(self.counts.setdefault(i, self.count)),
             "--worker-name",
             self.names[i],
         ]
@@ -266,6 +268,19 @@ class Cluster:
         w = WorkerProcess(self.app, [*self.args(i), *more], env=self.env, log_path=log).start()
         self.workers.append(w)
         return w
+
+    def grow(
+        self, *more: str, with_source: bool = True, in_port: int | None = None
+    ) -> WorkerProcess:
+        """Start one more worker with ``--join`` (and ``more`` flags; its source on
+        ``in_port``, by default a free one): the running cluster grows by it."""
+        i = len(self.names)
+        self.names.append(f"worker{i + 1}")
+        self.inputs.append((in_port or free_port()) if with_source else None)
+        self.outs.append(self.outs[-1])
+        self.count += 1
+        self.joined.add(i)
+        return self.start_worker(i, *more)
 
     def start(self, timeout: float = 60.0) -> Cluster:
         """Start every worker (initializer first) and wait until all are ready."""

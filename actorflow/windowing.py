@@ -48,7 +48,24 @@ class Aggregation:
     both (without changing either); ``output(key, acc)`` returns the window's output, a
     list of outputs, or None for none. ``combine`` must be associative and
     ``initial_accumulator()`` its identity (Wallaroo's rules): sliding windows are made of
-    panes whose accumulators are combined.
+    panes whose accumulators are combined. ``name()`` names the window step.
+
+    >>> import actorflow as wallaroo
+    >>> from actorflow import testing
+    >>> class Count(wallaroo.Aggregation):
+    ...     def initial_accumulator(self): return 0
+    ...     def update(self, record, n): return n + 1
+    ...     def combine(self, n1, n2): return n1 + n2
+    ...     def output(self, key, n): return f"{key}: {n}"
+    >>> Count().name()
+    'Count'
+    >>> app = wallaroo.build_application("counts", wallaroo.source("in", wallaroo.TCPSourceConfig(
+    ...     "in", "127.0.0.1", 0, wallaroo.decoder()(lambda b: b)))
+    ...     .key_by(lambda word: word[0])
+    ...     .to(wallaroo.count_windows(2).over(Count))
+    ...     .to_sink(wallaroo.TCPSinkConfig("127.0.0.1", 0, wallaroo.encoder(str.encode))))
+    >>> testing.run(app, ["apple", "bee", "avocado", "bean", "axe"]).only()
+    ['a: 2', 'b: 2', 'a: 1']
     """
 
     def initial_accumulator(self) -> Any:
@@ -62,6 +79,11 @@ class Aggregation:
 
     def output(self, key: Any, accumulator: Any) -> Any:
         raise NotImplementedError
+
+    def name(self) -> str:
+        """The aggregation's name (Wallaroo's default: the class name). Define it to name
+        the window step: two window steps of one app need different names."""
+        return type(self).__name__
 
 
 _METHODS = (("initial_accumulator", 0), ("update", 2), ("combine", 2), ("output", 2))
@@ -174,10 +196,11 @@ class RangeWindowsBuilder:
         if self.delay:
             label += f", delay {duration(self.delay)}"
         name = f"{label}) over {_agg_name(aggregation)}"
+        agg = _aggregation(name, aggregation)
         return WindowStep(
-            name=name,
+            name=_step_name(f"{label}) over", aggregation, agg),
             kind="range",
-            aggregation=_aggregation(name, aggregation),
+            aggregation=agg,
             range=self.range,
             slide=slide,
             delay=self.delay or 0,
@@ -185,20 +208,35 @@ class RangeWindowsBuilder:
         )
 
 
+COUNT_TIMEOUT = 5_000_000_000  # Wallaroo's count windows flush every 5 s
+
+
 @dataclass(frozen=True)
 class CountWindowsBuilder:
-    """``count_windows(n)``: one window per ``n`` records of a key."""
+    """``count_windows(n)``: one window per ``n`` records of a key, and a partial window
+    fires ``timeout`` (5 s, as in Wallaroo) after its first record."""
 
     count: int
+    timeout: int | None = None
+
+    def with_timeout(self, timeout: int) -> CountWindowsBuilder:
+        """Fire a partial window once the watermark is ``timeout`` nanoseconds past its
+        first record (an actorflow extension; default 5 s; 0: wait for the n-th record)."""
+        label = f"count_windows({self.count})"
+        if self.timeout is not None:
+            raise ApplicationError(f"{label}: with_timeout() may be called only once")
+        return replace(self, timeout=_not_negative(timeout, "timeout", label))
 
     def over(self, aggregation: Any) -> WindowStep:
         """The window step: ``aggregation`` over every ``count`` records of a key."""
-        name = f"count_windows({self.count}) over {_agg_name(aggregation)}"
+        prefix = f"count_windows({self.count}) over"
+        agg = _aggregation(f"{prefix} {_agg_name(aggregation)}", aggregation)
         return WindowStep(
-            name=name,
+            name=_step_name(prefix, aggregation, agg),
             kind="count",
-            aggregation=_aggregation(name, aggregation),
+            aggregation=agg,
             count=self.count,
+            timeout=COUNT_TIMEOUT if self.timeout is None else self.timeout,
         )
 
 
@@ -229,11 +267,11 @@ class SessionWindowsBuilder:
 
     def over(self, aggregation: Any) -> WindowStep:
         """The window step: ``aggregation`` over each session of a key."""
-        name = f"{self._label} over {_agg_name(aggregation)}"
+        agg = _aggregation(f"{self._label} over {_agg_name(aggregation)}", aggregation)
         return WindowStep(
-            name=name,
+            name=_step_name(f"{self._label} over", aggregation, agg),
             kind="session",
-            aggregation=_aggregation(name, aggregation),
+            aggregation=agg,
             gap=self.gap,
             delay=self.delay or 0,
             late_data_policy=self.late_data_policy or "drop",
@@ -242,6 +280,23 @@ class SessionWindowsBuilder:
 
 def _agg_name(aggregation: Any) -> str:
     return getattr(aggregation, "__name__", type(aggregation).__name__)
+
+
+def _step_name(prefix: str, aggregation: Any, agg: Any) -> str:
+    """The window step's name: the aggregation's own ``name()`` if it defines one (as
+    Wallaroo names window steps), else ``prefix`` and the aggregation's class name."""
+    own = getattr(type(agg), "name", None)
+    if own is None or own is Aggregation.name or not callable(own):
+        return f"{prefix} {_agg_name(aggregation)}"
+    try:
+        name = agg.name()
+    except Exception as exc:
+        msg = f"{prefix} {_agg_name(aggregation)}: name() raised {type(exc).__name__}: {exc}"
+        raise ApplicationError(msg) from exc
+    if not isinstance(name, str) or not name:
+        msg = f"{prefix} {_agg_name(aggregation)}: name() must return a non-empty str; got {name!r}"
+        raise ApplicationError(msg)
+    return name
 
 
 def _policy(policy: Any, step: str) -> str:

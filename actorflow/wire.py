@@ -22,6 +22,9 @@ look like because their length header is the reserved value 0xFFFFFFFF::
    resume, lets the sender forget messages: a rollback replays from the last ack.
 4. After a reconnect (a worker restarted, the cluster rolled back) the sender says
    hello again and resumes where it is told.
+5. When the source's worker leaves the cluster (``actorflow shrink``) the source sends
+   ``{"moved": "host:port"}`` and closes: the stream continues at that source, which
+   has taken over its offsets; the sender says hello there and resumes where told.
 
 A connection whose first frame is not a hello is a plain sender: its records are
 processed, but cannot be replayed after a failure (the cluster counts them).

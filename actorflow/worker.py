@@ -8,6 +8,7 @@ process and no listening port behind.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -165,6 +166,7 @@ class Worker:
             raise ClusterError(msg) from None
         files = WorkerFiles(cfg.resilience_dir, app.name, cfg.name)
         record, resume = self.read_files(files)
+        cfg = self.cfg  # the files' worker count, after a resize
         if record is not None:
             wait_for_previous_incarnation(record)
         host, port = cfg.control
@@ -212,7 +214,7 @@ class Worker:
         self.system = transport.start_worker_system(caps, thespian_log_config(cfg.log_level))
         here = {"worker_uid": uid}
         guard = self.system.createActor(WorkerGuard, targetActorRequirements=here)
-        reply = self.system.ask(guard, GuardWorker(os.getpid(), cfg.name, uid), 15)
+        reply = self.system.ask(guard, GuardWorker(os.getpid(), cfg.name, uid, files), 15)
         if not isinstance(reply, GuardReady):
             raise ClusterError(f"the worker's actor system did not answer on port {my_port}")
         self.pgid = reply.pgid
@@ -252,7 +254,8 @@ class Worker:
                 host,
                 port,
             )
-            control.tell(topology, JoinCluster(me, cfg.worker_count, cfg.settings))
+            grow = cfg.grow and record is None  # a grown worker restarts as a member
+            control.tell(topology, JoinCluster(me, cfg.worker_count, cfg.settings, grow))
             reply = self._await_cluster(control, host, port)
         if isinstance(reply, JoinRefused) and reply.stale:
             raise ClusterError(
@@ -274,11 +277,12 @@ class Worker:
                 cfg.name,
                 cfg.initializer,
                 f"{host}:{port}",
-                cfg.worker_count,
+                len(reply.workers) or cfg.worker_count,
                 [list(w) for w in reply.workers],
                 cfg.settings.partitions,
                 os.getpid(),
                 self.pgid or 0,
+                resized=bool(record and record.resized) or cfg.grow,
             ),
         )
         self.summary = reply.summary
@@ -312,6 +316,16 @@ class Worker:
             if record is None:
                 return None, None
             wrong = []
+            if record.worker_count != cfg.worker_count and record.resized:
+                log.info(
+                    "worker %s: the cluster was resized to %d workers since it formed; "
+                    "--worker-count %d is taken as %d",
+                    cfg.name,
+                    record.worker_count,
+                    cfg.worker_count,
+                    record.worker_count,
+                )
+                self.cfg = cfg = dataclasses.replace(cfg, worker_count=record.worker_count)
             if record.worker_count != cfg.worker_count:
                 wrong.append(f"--worker-count {record.worker_count}")
             if record.initializer != cfg.initializer:

@@ -391,3 +391,25 @@ def test_host_port() -> None:
     assert host_port(" example.org:65535 ", "--x") == ("example.org", 65535)
     with pytest.raises(ConfigError, match="--x 'h:65536'"):
         host_port("h:65536", "--x")
+
+
+def test_join_grows_a_running_cluster() -> None:
+    cfg = parse_worker_args(
+        ["--app", "a.py", "-j", "10.0.0.1:12500", "-w", "3", "-n", "w3", "--in", "in@h:1"]
+    )
+    assert cfg.grow and not cfg.initializer and cfg.control == ("10.0.0.1", 12500)
+    assert cfg.worker_count == 3 and "--join" in cfg.app_args
+
+
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        (["--join", "h:1", "--control", "h:1", "-w", "3", "-n", "w3"], "give one"),
+        (["--join", "h:1", "-t", "-w", "3"], "the initializer forms one"),
+        (["--join", "h:1", "-n", "w3"], "size after this worker joins"),
+        (["--join", "nowhere", "-w", "3", "-n", "w3"], "--join 'nowhere': expected host:port"),
+    ],
+)
+def test_join_flags_that_cannot_work_are_refused(argv: list[str], why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        parse_worker_args(["--app", "a.py", *argv])

@@ -92,7 +92,9 @@ def test_advance_fires_windows_before_the_input_ends() -> None:
 def test_count_windows_without_key_by_have_one_key() -> None:
     app = windowed_app(wallaroo.count_windows(3).over(Total), keyed=False)
     out = testing.run(app, [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)])
-    assert out.only() == [(None, 6)]  # the last two wait for a third
+    assert out.only() == [(None, 6), (None, 9)]  # the last two: flushed at the end
+    out = testing.run(app, [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)], flush=False)
+    assert out.only() == [(None, 6)]  # the last two wait for a third, or for the timeout
 
 
 def test_late_records_follow_the_policy_and_are_counted() -> None:

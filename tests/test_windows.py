@@ -198,6 +198,37 @@ def test_two_window_steps_over_one_aggregation_have_distinct_names() -> None:
     assert len(set(names)) == 2
 
 
+def test_identical_window_steps_are_named_apart_by_the_aggregations_name() -> None:
+    """Wallaroo names a window step by its aggregation's name(): two identical window
+    steps are refused at build time, with the way out in the message."""
+    src = wallaroo.source("s", wallaroo.GenSourceConfig("s", local_gen()))
+    sink = wallaroo.TCPSinkConfig("127.0.0.1", 1, wallaroo.encoder(lambda x: b""))
+
+    def app(first: Any, second: Any) -> wallaroo.Application:
+        p = src.key_by(lambda x: x).to(wallaroo.range_windows(S).over(first))
+        p = p.to(wallaroo.range_windows(S).over(second)).to_sink(sink)
+        return wallaroo.build_application("twice", p)
+
+    with pytest.raises(ApplicationError, match=r"two different steps are named .*name\(\)"):
+        app(Sum, Sum)
+
+    class Second(Sum):
+        def name(self) -> str:
+            return "second sum"
+
+    assert Sum().name() == "Sum"  # Wallaroo's default: the class name
+    names = [s.name for s in app(Sum, Second).stages if s.kind == "to"]
+    assert names == ["range_windows(1s) over Sum", "second sum"]
+    assert wallaroo.count_windows(2).over(Second()).name == "second sum"
+
+    class Bad(Sum):
+        def name(self) -> str:
+            return ""
+
+    with pytest.raises(ApplicationError, match="name\\(\\) must return a non-empty str"):
+        wallaroo.session_windows(S).over(Bad)
+
+
 def local_gen() -> Any:
     class Gen:
         def initial_value(self) -> int:
@@ -291,6 +322,42 @@ def expected_sliding(records: list, rng_: int, slide: int) -> dict[str, list]:
     }
 
 
+@pytest.mark.parametrize(("rng_ms", "slide_ms"), [(300, 100), (250, 100), (200, 200)])
+def test_late_records_are_exactly_those_whose_last_window_has_fired(rng_ms, slide_ms) -> None:
+    """Arrivals interleaved with watermarks, negative times too: a record is dropped iff
+    its last window ended at or before the closed time when it came, and otherwise
+    counts in its windows still open (brute force)."""
+    rnd = random.Random(rng_ms)
+    rng_, slide = rng_ms * MS, slide_ms * MS
+    w = contents(wallaroo.range_windows(rng_).with_slide(slide).over(IntSum))
+    sums: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    out, closed, dropped = [], -(10**18), 0
+    for _ in range(60):
+        batch = [
+            (rnd.choice("ab"), rnd.randrange(9), rnd.randrange(-2 * S, 3 * S)) for _ in range(8)
+        ]
+        for key, value, ts in batch:
+            if (ts // slide) * slide + rng_ <= closed:  # its last window has fired
+                dropped += 1
+            k = ts // slide
+            while k * slide + rng_ > max(ts, closed):  # its windows still open
+                sums[key][k] += value
+                k -= 1
+        out += w.apply(batch)
+        closed = max(closed, rnd.randrange(-2 * S, 4 * S))
+        out += w.advance(closed)
+    out += w.advance(FOREVER)
+    assert w.late_dropped == dropped > 0
+    got: dict[str, list] = defaultdict(list)
+    for key, value, ts in out:
+        if isinstance(value, int):
+            got[key].append((ts, value))
+    want = {
+        key: [(k * slide + rng_ - 1, v) for k, v in sorted(ws.items())] for key, ws in sums.items()
+    }
+    assert got == want  # per key in window order, too
+
+
 def test_late_data_drop_is_counted() -> None:
     w = contents(wallaroo.range_windows(S).over(Sum))
     w.apply([("a", 1, 100 * MS)])
@@ -366,7 +433,27 @@ def test_count_windows_fire_every_n_records_of_a_key() -> None:
     out = w.apply([("k", i, i) for i in range(1, 21)] + [("j", 7, 0)])
     assert [v[1] for _, v, _ in out] == [15, 40, 65, 90]  # windows.md's example
     assert [ts for _, _, ts in out] == [5, 10, 15, 20]
-    assert w.advance(FOREVER) == [] and list(w.keys) == ["j"]
+    assert w.advance(4_999_999_999) == [] and list(w.keys) == ["j"]
+    assert w.advance(FOREVER) == [("j", ("j", 7), 4_999_999_999)] and not w.keys
+
+
+def test_a_partial_count_window_fires_after_the_timeout_as_in_wallaroo() -> None:
+    """Wallaroo flushes partial count windows on a 5-s timer; here a partial window fires
+    once the watermark is 5 s (or ``with_timeout``) past its first record."""
+    s = wallaroo.seconds
+    w = contents(wallaroo.count_windows(3).over(Sum))
+    assert w.apply([("k", 1, s(1)), ("k", 2, s(2)), ("j", 5, s(3))]) == []
+    assert w.advance(s(6) - 1) == []
+    assert w.advance(s(6)) == [("k", ("k", 3), s(6) - 1)]  # k's window: 1 + 2
+    assert w.apply([("k", 4, s(7))]) == [] and w.advance(s(8)) == [("j", ("j", 5), s(8) - 1)]
+    restored = contents(wallaroo.count_windows(3).over(Sum))
+    restored.restore(pickle.loads(pickle.dumps(w.snapshot())))
+    assert restored.advance(s(12)) == [("k", ("k", 4), s(12) - 1)]
+    never = contents(wallaroo.count_windows(3).with_timeout(0).over(Sum))
+    never.apply([("k", 1, s(1))])
+    assert never.advance(FOREVER) == [] and list(never.keys) == ["k"]
+    with pytest.raises(ApplicationError, match=r"count_windows\(3\): the timeout"):
+        wallaroo.count_windows(3).with_timeout(-1)
 
 
 def test_int_accumulators_and_list_outputs() -> None:

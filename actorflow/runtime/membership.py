@@ -34,6 +34,7 @@ class Membership:
         self.initializer = ""  # its worker is the topology actor's own: never lost
         self.members: dict[str, WorkerInfo] = {}  # current incarnation of each worker
         self.order: list[str] = []  # worker names in placement order (fixed once placed)
+        self.leaving: list[str] = []  # out of the order in a shrink, but watched until gone
         self.registered: dict[str, str] = {}  # uid -> worker name, from the convention
         self.lost: set[str] = set()
         self.dead: set[str] = set()  # their old actors died with them
@@ -50,7 +51,9 @@ class Membership:
         ``request`` is the initializer's BuildCluster; ``placed_before``: the cluster
         has been ready at least once (its workers then have files)."""
         info = join.worker
-        if join.worker_count != request.worker_count:
+        member = info.cluster_id == cluster_id and info.name in self.order
+        if join.worker_count != request.worker_count and not member:
+            # (a member restarting from its files may predate a grow or shrink)
             return (
                 f"worker-count mismatch: this worker says --worker-count {join.worker_count}, "
                 f"the initializer {request.initializer.name!r} says {request.worker_count}",
@@ -125,7 +128,7 @@ class Membership:
     def heartbeat_targets(self, now: float) -> Iterator[tuple[str, Any]]:
         """(worker, guard) to heartbeat now; a lost worker only every few seconds, since
         transmits to it queue up."""
-        for name in self.order:
+        for name in self.watched():
             info = self.members.get(name)
             if name == self.initializer or info is None or info.guard is None:
                 continue
@@ -137,7 +140,7 @@ class Membership:
     def newly_lost(self, now: float, within: float = LOST_AFTER) -> list[tuple[str, float]]:
         """Mark lost (and dead) the workers silent for ``within`` seconds; (name, silent)."""
         found = []
-        for name in self.order:
+        for name in self.watched():
             if name == self.initializer or name in self.lost or name not in self.members:
                 continue
             silent = now - self.answered.get(name, now)
@@ -146,6 +149,10 @@ class Membership:
                 self.dead.add(name)
                 found.append((name, silent))
         return found
+
+    def watched(self) -> list[str]:
+        """The workers heartbeats watch: the placement's, and those leaving it."""
+        return self.order + [n for n in self.leaving if n not in self.order]
 
     def answer(self, worker: str, uid: str, now: float) -> bool:
         """A guard answered; True if it is a lost worker coming back (it never died: its

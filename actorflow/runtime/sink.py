@@ -238,12 +238,12 @@ class SinkActor(StageActor):
                     CheckpointReached(checkpoint, self.epoch, self.stage_id, self.config.worker),
                 )
 
-    def retire(self, sender: Any) -> None:
+    def retire(self, sender: Any, msg: Any = None) -> None:
         # Held output past the last completed checkpoint is produced again by the replay.
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        super().retire(sender)
+        super().retire(sender, msg)
 
     def on_exit(self) -> None:
         if getattr(self, "connecting", None) is not None:

@@ -156,6 +156,10 @@ class SourceActor(StageActor):
                 restore,
                 self.offsets,
             )
+        for stream, offset in self.config.adopt_offsets.items():  # from leaving workers
+            if stream and stream not in self.offsets:
+                self.offsets[stream] = self.covered[stream] = offset
+                log.info("source %r: takes over stream %r at %d", self.source_name, stream, offset)
 
     def on_other(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, StartSource):
@@ -181,7 +185,8 @@ class SourceActor(StageActor):
         self.offsets_at[checkpoint] = offsets
         self.plain_at[checkpoint] = self.plain
         self.send(
-            coordinator, SourceProgress(self.stage_id, self.config.worker, checkpoint, self.plain)
+            coordinator,
+            SourceProgress(self.stage_id, self.config.worker, checkpoint, self.plain, offsets),
         )
         self.checkpoints += 1
         for o in self.outlets.values():
@@ -211,6 +216,15 @@ class SourceActor(StageActor):
 
     def unreplayable(self) -> int:
         return self.plain - self.plain_done
+
+    def retire(self, sender: Any, msg: Any = None) -> None:
+        """A leaving worker's source sends its acknowledged senders to ``moved_to``."""
+        moved_to = getattr(msg, "moved_to", None)
+        if moved_to:
+            for stream, conn in list(self.streams.items()):
+                self.tell_sender(conn, {"moved": moved_to})
+                log.info("source %r: stream %r moves to %s", self.source_name, stream, moved_to)
+        super().retire(sender, msg)
 
     def tell_sender(self, conn: _Connection, message: dict) -> None:
         try:

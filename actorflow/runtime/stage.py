@@ -164,14 +164,16 @@ class StageActor(PlacedActor):
                 self.liveness_at = time.monotonic()
             elif cls is Configure:
                 self.liveness_at = time.monotonic()
-                self.send(sender, self.configure(msg))
+                reply = self.configure(msg)
+                if reply is not None:  # a state actor may answer once its partitions arrive
+                    self.send(sender, reply)
             elif cls is StatusQuery:
                 self.send(sender, self.status())
             elif cls is CheckpointDone:
                 if msg.epoch == self.epoch:
                     self.on_checkpoint_done(msg.checkpoint)
             elif cls is Retire:
-                self.retire(sender)
+                self.retire(sender, msg)
             elif isinstance(msg, ActorExitRequest):
                 self.on_exit()
                 return None
@@ -202,7 +204,7 @@ class StageActor(PlacedActor):
     def stage_id(self) -> str:
         return self.config.stage.stage.id if self.config else "?"
 
-    def configure(self, cfg: Configure) -> Configured:
+    def configure(self, cfg: Configure) -> Configured | None:
         stage_id = cfg.stage.stage.id
         try:
             self.config = cfg
@@ -502,7 +504,7 @@ class StageActor(PlacedActor):
 
     # ---- end of life ------------------------------------------------------
 
-    def retire(self, sender: Any) -> None:
+    def retire(self, sender: Any, msg: Retire | None = None) -> None:
         """A newer placement replaces this actor: stop, close sockets, answer, exit."""
         self.retired = True
         self.on_exit()

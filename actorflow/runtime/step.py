@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from actorflow.api import StateComputation, WindowStep
+from actorflow.messages import (
+    Configure,
+    Configured,
+    FetchPartitions,
+    PartitionData,
+    PartitionSource,
+)
 from actorflow.resilience import checkpoint_file, read_snapshot, write_snapshot
+from actorflow.runtime.partitions import PartitionIndex, merge, pick, snapshot
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog, KeyedState, run_ops, stateless_ops
 from actorflow.runtime.windows import Windows, windows_for
@@ -48,12 +57,25 @@ class StateActor(StageActor):
     """Runs one state computation, or one window step, for the partitions this worker owns.
 
     At each checkpoint barrier it writes its per-key state (for a window step: the
-    open windows and how far they have fired) to the resilience folder (atomically,
-    before the barrier goes on); a new placement restores it from the last completed
-    checkpoint.
+    open windows and how far they have fired), grouped by partition, to the
+    resilience folder (atomically, before the barrier goes on). A new placement
+    restores it from the last completed checkpoint: each partition from the
+    snapshot of the worker that owned it then (after a grow or shrink, another
+    worker's, fetched through that worker's guard), and answers Configured once
+    it has them all.
     """
 
     kind = "state"
+    keyed_in: str | None = None  # where a window step's snapshot keeps its keys
+
+    def configure(self, cfg: Configure) -> Configured | None:
+        self.fetching: dict[str, PartitionSource] = {}
+        self.restored: list[dict] = []
+        reply = super().configure(cfg)
+        if reply.error is None and self.fetching:
+            self.pending_reply: Configured = reply
+            return None  # sent when the other workers' parts arrive
+        return reply
 
     def setup(self) -> None:
         assert self.app is not None and self.config is not None
@@ -64,23 +86,79 @@ class StateActor(StageActor):
         self.windows: Windows | None = None
         if isinstance(st.spec, WindowStep):
             self.windows = windows_for(st.spec, errors)
+            self.keyed_in = "keys"
         else:
             self.state = KeyedState(st.spec, errors, self.timed)
-        files, restore = self.config.files, self.config.restore
-        if restore and files is not None:
-            path = checkpoint_file(files.snapshot(self.stage_id, restore), restore)
-            data = read_snapshot(path)
-            if self.windows is not None:
-                self.windows.restore(data)
-                self.watermark.value = max(self.watermark.value, data.get("watermark", -1))
+        cfg = self.config
+        self.index = PartitionIndex(cfg.settings.partitions if cfg.stage.stage.keyed else 1)
+        files, restore = cfg.files, cfg.restore
+        if not restore or files is None:
+            return
+        mine = cfg.stage.partitions
+        for src in cfg.restore_from or (PartitionSource(cfg.worker, None, files, mine),):
+            if src.worker == cfg.worker:
+                path = checkpoint_file(files.snapshot(self.stage_id, restore), restore)
+                data = read_snapshot(path)
+                self.restored.append(pick(data, src.partitions, self.index, self.keyed_in))
             else:
-                self.state.states = data
-            log.info(
-                "%s: restored %d keys from checkpoint %d",
-                self.name,
-                len(self.keyed()),
-                restore,
+                self.fetching[src.worker] = src
+                ask = FetchPartitions(
+                    self.stage_id,
+                    restore,
+                    src.files,
+                    src.partitions,
+                    self.index.count,
+                    self.keyed_in,
+                    cfg.epoch,
+                )
+                self.send(src.guard, ask)
+        if not self.fetching:
+            self.finish_restore()
+
+    def on_other(self, msg: Any, sender: Any) -> None:
+        if not isinstance(msg, PartitionData) or msg.epoch != self.epoch:
+            return super().on_other(msg, sender)
+        if msg.worker not in self.fetching or self.config is None:
+            return None
+        if msg.error or msg.data is None:
+            error = f"restoring from worker {msg.worker!r}: {msg.error}"
+            self.fetching = {}
+            self.send(
+                self.config.coordinator,
+                Configured(self.stage_id, self.config.worker, error, self.epoch),
             )
+            return None
+        del self.fetching[msg.worker]
+        self.restored.append(msg.data)
+        if not self.fetching:
+            self.finish_restore()
+            self.send(self.config.coordinator, self.pending_reply)
+        return None
+
+    def finish_restore(self) -> None:
+        """Take the restored partitions' keys (and a window step's times) as this step's."""
+        assert self.config is not None
+        parts, self.restored = self.restored, []
+        keyed = merge(parts)
+        if self.windows is not None:
+            closed = max((p["closed"] for p in parts if "closed" in p), default=None)
+            if closed is not None:
+                self.windows.restore({"closed": closed, "keys": keyed})
+            marks = [p["watermark"] for p in parts if "watermark" in p]
+            self.watermark.value = max([self.watermark.value, *marks])
+        else:
+            self.state.states = keyed
+        moved = sum(
+            len(s.partitions) for s in self.config.restore_from if s.worker != self.config.worker
+        )
+        log.info(
+            "%s: restored %d keys of %d partitions from checkpoint %d%s",
+            self.name,
+            len(keyed),
+            len(self.config.stage.partitions),
+            self.config.restore,
+            f" ({moved} partitions from other workers)" if moved else "",
+        )
 
     def keyed(self) -> dict:
         if getattr(self, "windows", None) is not None:
@@ -91,9 +169,11 @@ class StateActor(StageActor):
         files = self.config.files if self.config else None
         if files is not None:
             if self.windows is not None:
-                data = {**self.windows.snapshot(), "watermark": self.watermark.value}
+                scalars = self.windows.snapshot()
+                keys = scalars.pop("keys")
+                data = snapshot(keys, self.index, **scalars, watermark=self.watermark.value)
             else:
-                data = self.state.states
+                data = snapshot(self.state.states, self.index)
             write_snapshot(files.snapshot(self.stage_id, checkpoint), data)
 
     def on_checkpoint_done(self, checkpoint: int) -> None:

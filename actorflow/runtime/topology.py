@@ -10,6 +10,10 @@ new placement with a higher epoch is created, state actors load their snapshots,
 sources load their offsets, and replaying senders resume from there. Batches of
 an older epoch are dropped wherever they arrive, so nothing of an old placement
 goes on processing beside the new one.
+
+A grow (a worker started with --join) or a shrink (``actorflow shrink``) is the
+same rollout onto a new worker list and new owner tables, at a checkpoint taken
+for it (see :mod:`actorflow.runtime.autoscale`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ import time
 import traceback
 import uuid
 from datetime import timedelta
-from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 from thespian.actors import (
     ActorExitRequest,
@@ -39,7 +42,6 @@ from actorflow.messages import (
     CheckpointReached,
     ClusterFailed,
     ClusterReady,
-    ClusterStatus,
     Configure,
     Configured,
     Fenced,
@@ -51,6 +53,7 @@ from actorflow.messages import (
     OwnerUnreachable,
     Retire,
     Retired,
+    ShrinkCluster,
     ShutdownCluster,
     ShutdownDone,
     SourceProgress,
@@ -64,9 +67,17 @@ from actorflow.messages import (
 )
 from actorflow.plan import Placement, Plan, compile_plan, describe, fan_in, place, wire
 from actorflow.resilience import ClusterState, WorkerFiles, stale_hint, write_state
+from actorflow.runtime.autoscale import Rescale, Step, grow_refusal
 from actorflow.runtime.checkpoints import CheckpointCoordinator
-from actorflow.runtime.membership import HEARTBEAT_EVERY, LOST_AFTER, Membership
+from actorflow.runtime.membership import (
+    HEARTBEAT_EVERY,
+    LOST_AFTER,
+    Membership,
+    settings_differences,
+)
+from actorflow.runtime.phases import PLACED, Phase, Timer, TimerKind
 from actorflow.runtime.reporter import MetricsReporter
+from actorflow.runtime.rescaling import Rescaling
 from actorflow.runtime.sink import SinkActor
 from actorflow.runtime.source import SourceActor
 from actorflow.runtime.stage import (
@@ -74,6 +85,7 @@ from actorflow.runtime.stage import (
     WORKER_UID_CAPABILITY,
     PlacedActor,
 )
+from actorflow.runtime.status import StatusRounds
 from actorflow.runtime.step import ChainActor, RouterActor, StateActor
 
 log = logging.getLogger("actorflow.topology")
@@ -86,45 +98,12 @@ ACTOR_CLASSES = {
     "sink": SinkActor,
 }
 
-STATUS_TIMEOUT = timedelta(seconds=2)
 RETIRE_TIMEOUT = timedelta(seconds=3)
 PLACE_TIMEOUT = timedelta(seconds=10)
 HEARTBEAT_PERIOD = timedelta(seconds=HEARTBEAT_EVERY)
 
 
-class Phase(StrEnum):
-    """What the topology actor is doing (``actorflow status`` shows it as ``state``)."""
-
-    IDLE = "idle"
-    GATHERING = "gathering"  # waiting for --worker-count workers
-    RETIRING = "retiring"  # the old placement's actors close their sockets
-    CONFIGURING = "configuring"  # the new placement's actors load state and wire up
-    STARTING = "starting"  # sources start listening
-    RUNNING = "running"
-    RECOVERING = "recovering"  # waiting for lost workers to come back
-    STOPPING = "stopping"
-    FAILED = "failed"
-
-
-PLACED = (Phase.RUNNING, Phase.RECOVERING, Phase.RETIRING, Phase.CONFIGURING, Phase.STARTING)
-
-
-class TimerKind(StrEnum):
-    STATUS = "status"  # a status round's answers are due
-    RETIRE = "retire"  # old actors that did not answer Retire are given up
-    CHECKPOINT = "checkpoint"  # the next checkpoint is due
-    HEARTBEAT = "heartbeat"
-    PLACING = "placing"  # a placement that did not complete
-
-
-class Timer(NamedTuple):
-    """A wakeup's payload: ``round`` tells a current timer from a stale one."""
-
-    kind: TimerKind
-    round: int
-
-
-class TopologyActor(PlacedActor):
+class TopologyActor(Rescaling, StatusRounds, PlacedActor):
     """Gathers the workers, places the app, coordinates checkpoints and recovery."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -157,6 +136,13 @@ class TopologyActor(PlacedActor):
         self.status_replies: dict[tuple[str, str], dict] = {}
         self.status_round = 0
         self.retire_round = 0
+        self.tables: dict[str, tuple[str, ...]] = {}  # stage id -> owner of each partition
+        self.checkpoint_tables: dict[str, tuple[str, ...]] = {}  # at the last checkpoint
+        self.table_version = 0
+        self.rescale: Rescale | None = None
+        self.last_rescale: dict | None = None
+        self.source_addresses: dict[tuple[str, str], str] = {}  # (stage, worker) -> host:port
+        self.stream_offsets: dict[tuple[str, str, int], dict] = {}  # (stage, worker, cp)
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
         if not self.subscribed:
@@ -181,6 +167,7 @@ class TopologyActor(PlacedActor):
             self.checkpoints.note_progress(
                 msg.stage_id, msg.worker, msg.checkpoint, msg.unreplayable
             )
+            self.note_stream_offsets(msg)
         elif isinstance(msg, WakeupMessage):
             self.on_wakeup(msg.payload)
         elif isinstance(msg, BuildCluster):
@@ -203,6 +190,8 @@ class TopologyActor(PlacedActor):
             self.on_stage_status(msg)
         elif isinstance(msg, ShutdownCluster):
             self.on_shutdown(sender)
+        elif isinstance(msg, ShrinkCluster):
+            self.on_shrink(msg, sender)
         elif isinstance(msg, PoisonMessage):
             log.warning("topology: a message could not be delivered: %r", msg.poisonMessage)
         elif isinstance(msg, ChildActorExited | ActorExitRequest):
@@ -230,6 +219,9 @@ class TopologyActor(PlacedActor):
             self.epoch = resume.epoch
             self.checkpoints.resume_from(resume.checkpoint)
             self.membership.order = list(resume.workers)
+            self.tables = dict(resume.tables)
+            self.checkpoint_tables = dict(resume.checkpoint_tables)
+            self.table_version = resume.table_version
             self.old = dict(resume.addresses.get("actors", {}))
             self.membership.dead.add(msg.initializer.name)  # our old actors died with us
             for name, info in resume.addresses.get("members", {}).items():
@@ -254,6 +246,31 @@ class TopologyActor(PlacedActor):
         """Why this worker cannot join (and whether its files are stale), or None."""
         if self.request is None:
             return None
+        info = join.worker
+        if join.grow and info.name not in self.membership.order:
+            why = grow_refusal(
+                info.name,
+                join.worker_count,
+                self.membership.order,
+                self.state == Phase.RUNNING,
+                self.rescale is not None,
+                self.request.settings.checkpoint_every > 0,
+            )
+            differ = settings_differences(join.settings, self.request.settings)
+            if why is None and differ:
+                why = f"settings differ from the cluster's: {', '.join(differ)}"
+            if why is None and info.cluster_id is not None:
+                return (f"its resilience files belong to another cluster ({info.cluster_id})", True)
+            return (why, False) if why else None
+        if join.grow and info.cluster_id is None:
+            return (
+                f"worker name {info.name!r} is already taken in this cluster: give the new "
+                "worker another --worker-name (a member restarts from its resilience files)",
+                False,
+            )
+        r = self.rescale
+        if r is not None and info.name in r.leaving and info.cluster_id == self.cluster_id:
+            return None  # a leaving worker restarts: its snapshots are still needed
         return self.membership.refusal(
             join, self.request, self.cluster_id, self.ever_ready, time.monotonic()
         )
@@ -280,6 +297,11 @@ class TopologyActor(PlacedActor):
         rejoin = self.membership.admit(info, time.monotonic())
         self.waiting.append((msg, sender))
         log.info("topology: worker %r %s", info.name, "rejoined" if rejoin else "joined")
+        if msg.grow and not rejoin:
+            self.begin_rescale("grow", [*self.membership.order, info.name])
+            return
+        if self.rescale is not None and info.name in self.rescale.leaving:
+            self.membership.dead.add(info.name)  # its old actors died with it
         if rejoin and self.state in PLACED:
             # Its old actors died with it; whatever runs elsewhere must roll back.
             self.begin_recovery(f"worker {info.name!r} restarted")
@@ -293,6 +315,7 @@ class TopologyActor(PlacedActor):
             return
         if msg.remoteAdded:
             self.membership.registered[uid] = caps.get(WORKER_CAPABILITY, "?")
+            self.advance_rescale()
         else:
             self.membership.registered.pop(uid, None)
             if self.state == "gathering" and not self.membership.order:
@@ -309,7 +332,7 @@ class TopologyActor(PlacedActor):
         names = self.membership.order or [req.initializer.name] + sorted(
             n for n in self.membership.members if n != req.initializer.name
         )
-        missing = self.membership.waiting_for(names)
+        missing = self.membership.waiting_for(names + list(self.restore_needs()))
         if len(names) < req.worker_count or missing:
             waiting_for = missing or [f"{req.worker_count - len(names)} more"]
             log.info("topology: waiting for worker(s) %s", ", ".join(waiting_for))
@@ -334,8 +357,8 @@ class TopologyActor(PlacedActor):
         if alive:
             self.state = Phase.RETIRING
             self.retiring = set(alive)
-            for addr in alive.values():
-                self.send(addr, Retire(self.epoch))
+            for key, addr in alive.items():
+                self.send(addr, Retire(self.epoch, self.moved_to(key)))
             self.wakeupAfter(RETIRE_TIMEOUT, Timer(TimerKind.RETIRE, self.retire_round))
         else:
             self.create_placement()
@@ -364,8 +387,14 @@ class TopologyActor(PlacedActor):
             and not isinstance(app.stage(st.app_stages[0]).spec[1], GenSourceConfig)
         }
         self.placement = placement = place(
-            plan, app, self.membership.order, tcp_sources, partitions=req.settings.partitions
+            plan,
+            app,
+            self.membership.order,
+            tcp_sources,
+            partitions=req.settings.partitions,
+            tables=self.tables,
         )
+        self.tables = dict(placement.owners)
         self.addresses = {}
         reporters = self.start_reporters(app.name)
         for p in placement.placed:
@@ -393,10 +422,12 @@ class TopologyActor(PlacedActor):
                 req.settings,
                 epoch=self.epoch,
                 inputs=inputs[key],
-                restore=self.checkpoints.completed,
+                restore=self.restore_point(p),
                 files=files,
                 coordinator=self.myAddress,
                 metrics=reporters.get(p.worker),
+                restore_from=self.restore_from(p, app_name),
+                adopt_offsets=self.adopted_streams(p),
             )
             self.send(self.addresses[key], cfg)
         self.wakeupAfter(PLACE_TIMEOUT, Timer(TimerKind.PLACING, self.epoch))
@@ -452,13 +483,14 @@ class TopologyActor(PlacedActor):
             return
         self.starting.discard((msg.stage_id, msg.worker))
         self.listening.setdefault(msg.worker, []).append(msg.address or "")
+        self.source_addresses[(msg.stage_id, msg.worker)] = msg.address or ""
         if not self.starting:
             self.ready()
 
     def ready(self) -> None:
         req = self.request
         assert req is not None
-        first = self.recoveries == 0 and not req.resume
+        first = not self.ever_ready and not req.resume
         self.state = Phase.RUNNING
         if not self.ever_ready:
             self.wakeupAfter(HEARTBEAT_PERIOD, Timer(TimerKind.HEARTBEAT, 0))
@@ -488,10 +520,24 @@ class TopologyActor(PlacedActor):
         if self.requester is not None:
             self.send(self.requester, ready)
             self.requester = None
-        waiting, self.waiting = self.waiting, []
+        r = self.rescale
+        later = r.joining if r is not None and r.step == Step.CUT else ()
+        waiting = [(j, to) for j, to in self.waiting if j.worker.name not in later]
+        self.waiting = [(j, to) for j, to in self.waiting if j.worker.name in later]
         for _, reply_to in waiting:
             self.send(reply_to, ready)
         self.schedule_checkpoint()
+        if r is not None and r.step == Step.MOVE:
+            r.step, r.ready_at = Step.SETTLE, time.monotonic()
+            log.info(
+                "topology: %s: %d partitions moved; processing paused %.2f s; checkpointing "
+                "the new layout",
+                r.kind,
+                r.partitions_moved,
+                r.ready_at - r.moving_at,
+            )
+        if r is not None:
+            self.start_checkpoint()
 
     def save(self) -> None:
         """Persist what a restarted initializer needs: checkpoint, epoch, members, actors."""
@@ -504,6 +550,9 @@ class TopologyActor(PlacedActor):
             self.epoch,
             list(self.membership.order),
             {"actors": dict(self.addresses), "members": dict(self.membership.members)},
+            tables=dict(self.tables),
+            checkpoint_tables=dict(self.checkpoint_tables),
+            table_version=self.table_version,
         )
         write_state(req.files, state)
 
@@ -556,6 +605,7 @@ class TopologyActor(PlacedActor):
         sinks = {(p.id, p.worker) for p in self.placement.placed if p.stage.kind == "sink"}
         if not self.checkpoints.reach(msg.stage_id, msg.worker, msg.checkpoint, sinks):
             return
+        self.checkpoint_tables = dict(self.tables)
         self.save()
         took = time.monotonic() - self.checkpoints.pending_since
         log.debug("topology: checkpoint %d complete in %.3f s", msg.checkpoint, took)
@@ -565,6 +615,8 @@ class TopologyActor(PlacedActor):
                 self.send(self.addresses[(p.id, p.worker)], done)
         if self.shutdown_waiters:
             self.finish_shutdown()
+        else:
+            self.advance_rescale()
 
     # ---- watching the workers -----------------------------------------------
 
@@ -588,6 +640,7 @@ class TopologyActor(PlacedActor):
                     time.monotonic(), self.request.settings.checkpoint_every
                 ):
                     self.abandon_checkpoint("it did not complete in time (a receiver away?)")
+                self.check_rescale(time.monotonic())
                 self.start_checkpoint()
                 self.schedule_checkpoint()
         elif what == TimerKind.HEARTBEAT:
@@ -610,7 +663,8 @@ class TopologyActor(PlacedActor):
         self.heartbeats += 1
         for _, guard in self.membership.heartbeat_targets(now):
             self.send(guard, Heartbeat(self.heartbeats))
-        self.find_lost(recover=self.state == Phase.RUNNING, within=LOST_AFTER)
+        moving = self.rescale is not None and self.state in (Phase.CONFIGURING, Phase.STARTING)
+        self.find_lost(recover=self.state == Phase.RUNNING or moving, within=LOST_AFTER)
         if self.heartbeats % 2 == 0:
             fenced = self.membership.fenced()
             liveness = Liveness(fenced, self.epoch)
@@ -656,6 +710,10 @@ class TopologyActor(PlacedActor):
 
     def begin_recovery(self, why: str) -> None:
         """Stop checkpoints; re-place everything once every worker is back."""
+        r = self.rescale
+        gone = self.membership.lost | self.membership.dead
+        if r is not None and r.step != Step.CUT and any(w in gone for w in r.joining):
+            self.abandon_rescale(f"{why} while it joined")
         if self.state != "recovering":
             self.recoveries += 1
         if self.state in ("running", "starting", "configuring"):
@@ -698,60 +756,3 @@ class TopologyActor(PlacedActor):
             guard = self.membership.members[name].guard
             if guard is not None:
                 self.send(guard, StopWorker())
-
-    # ---- status -------------------------------------------------------------
-
-    def on_status_query(self, sender: Any) -> None:
-        if self.request is None:  # asked through a joiner's admin: no cluster here
-            self.send(sender, ClusterStatus({"state": "not the initializer"}))
-            return
-        self.status_waiters.append(sender)
-        if len(self.status_waiters) > 1:
-            return  # a round is under way; it answers everyone
-        if self.state != "running":
-            self.answer_status()
-            return
-        self.status_round += 1
-        self.status_replies = {}
-        for addr in self.addresses.values():
-            self.send(addr, StatusQuery())
-        self.wakeupAfter(STATUS_TIMEOUT, Timer(TimerKind.STATUS, self.status_round))
-
-    def on_stage_status(self, msg: StageStatus) -> None:
-        self.status_replies[(msg.stage_id, msg.worker)] = {"kind": msg.kind, **msg.counters}
-        if self.status_waiters and len(self.status_replies) == len(self.addresses):
-            self.answer_status()
-
-    def answer_status(self) -> None:
-        waiters, self.status_waiters = self.status_waiters, []
-        if not waiters:
-            return
-        names = self.membership.order or list(self.membership.members)
-        status: dict[str, Any] = {
-            "state": str(self.state),
-            "processing_messages": self.state == "running",
-            "worker_names": names,
-            "worker_count": len(names),
-            "expected_workers": self.request.worker_count if self.request else None,
-            "cluster_id": self.cluster_id,
-            "epoch": self.epoch,
-            "last_checkpoint": self.checkpoints.completed,
-            "lost_workers": sorted(self.membership.lost),
-            "recoveries": self.recoveries,
-            "records_possibly_lost": self.checkpoints.possibly_lost,
-            "records_dropped_for_lost_workers": self.dropped_for_lost,
-            "last_checkpoint_failure": self.checkpoints.failure,
-        }
-        if self.plan is not None and self.placement is not None:
-            status.update(self.summary())
-            status["actors"] = {
-                f"{sid}@{w}": figures for (sid, w), figures in sorted(self.status_replies.items())
-            }
-            refusals: dict[str, int] = {}
-            for (_, w), figures in self.status_replies.items():
-                refusals[w] = max(refusals.get(w, 0), figures.get("messages_refused", 0))
-            status["messages_refused"] = refusals
-            missing = set(self.addresses) - set(self.status_replies)
-            status["unanswered"] = sorted(f"{sid}@{w}" for sid, w in missing)
-        for w in waiters:
-            self.send(w, ClusterStatus(status))

@@ -10,8 +10,14 @@ Records are ``(key, value, event time)`` triples, times in nanoseconds.
   window's output combines the panes it covers with ``combine``, so sliding windows
   cost one ``update`` per record. A window fires once the watermark reaches its end
   plus the delay, and only if a record fell into it; its output's event time is its
-  last nanosecond, so per key, outputs come in window order.
-- **Count windows** fire on a key's n-th record (the event time of that record).
+  last nanosecond, so per key, outputs come in window order. (Wallaroo 0.6 starts each
+  key's windows at the watermark of its first record less a random offset of up to 80%
+  of the range, to spread the firing, unless its Pony API's ``aligned()`` is used, and
+  also calls ``output`` on a few empty windows after a key's last record, with an
+  empty accumulator; its apps return None for those. Here windows are always aligned,
+  so outputs are reproducible, and empty windows never fire.)
+- **Count windows** fire on a key's n-th record (the event time of that record), and a
+  partial one once the watermark passes its first record plus the timeout (5 s).
 - **Session windows**: a key's records less than ``gap`` apart share a window, which
   fires once the watermark passes its last record plus the gap and the delay.
 - **Late data**: a record none of whose windows is still open follows the step's
@@ -183,14 +189,16 @@ class RangeWindows(Windows):
 
     def apply(self, records: list) -> list:
         out: list = []
-        keys, closed, agg_update, errors = self.keys, self.closed, self.agg.update, self.errors
+        keys, agg_update, errors = self.keys, self.agg.update, self.errors
         pane, per_slide, slide, rng = self.pane, self.per_slide, self.slide, self.range
+        low = self.first_open() * slide  # before this, every window of a record has fired
         for key, value, ts in records:
-            i = ts // pane
-            if (i // per_slide) * slide + rng <= closed:  # its last window has fired
+            if ts < low:  # late: its last window, ts // slide, is before the first open one
                 if not self.late(key, value, ts, out):
                     continue
                 i = self.first_open() * per_slide  # the oldest open window's first pane
+            else:
+                i = ts // pane
             panes = keys.get(key)
             if panes is None:
                 panes = keys[key] = {}
@@ -271,20 +279,25 @@ class RangeWindows(Windows):
 
 
 class CountWindows(Windows):
-    """A window per ``count`` records of a key; the key's state is [accumulator, n].
-    Time only moves the closed time on, which the step's outputs carry downstream."""
+    """A window per ``count`` records of a key; the key's state is
+    ``[accumulator, n, first event time]``. As in Wallaroo, a partial window does not
+    wait for ever: it fires once the watermark passes its first record's event time
+    plus the step's ``timeout`` (Wallaroo: a 5-s timer flushing every partial window),
+    and at the end of a ``testing.run``."""
 
     def apply(self, records: list) -> list:
         out: list = []
         keys = self.keys
-        count = self.step.count
+        count, timeout = self.step.count, self.step.timeout
         for key, value, ts in records:
             entry = keys.get(key)
             if entry is None:
                 acc = self.fresh(key, value)
                 if acc is None:
                     continue
-                entry = keys[key] = [acc, 0]
+                entry = keys[key] = [acc, 0, ts]
+                if timeout:
+                    self.schedule(key, ts + timeout)
             acc = self.update(entry[0], key, value)
             if acc is None:
                 continue
@@ -292,8 +305,31 @@ class CountWindows(Windows):
             entry[1] += 1
             if entry[1] >= count:
                 del keys[key]
+                self._due.pop(key, None)
                 self.emit(key, acc, ts, out)
         return out
+
+    def fire(self, key: Any, out: list) -> None:
+        """The key's partial window has timed out: output it, at its timeout's end."""
+        entry = self.keys.get(key)
+        if entry is None:
+            return
+        end = entry[2] + self.step.timeout
+        if end > self.closed:
+            self.reschedule(key)
+            return
+        del self.keys[key]
+        self.emit(key, entry[0], end - 1, out)
+
+    def restore(self, data: dict) -> None:
+        for entry in data["keys"].values():
+            if len(entry) == 2:  # written before windows had a first time: from now on
+                entry.append(max(data["closed"], 0))
+        super().restore(data)
+
+    def reschedule(self, key: Any) -> None:
+        if self.step.timeout:
+            self.schedule(key, self.keys[key][2] + self.step.timeout)
 
 
 class SessionWindows(Windows):

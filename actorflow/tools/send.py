@@ -236,6 +236,14 @@ def _read_controls(sock: socket.socket, buf: bytearray, wait: float) -> list[dic
     return out
 
 
+class _Moved(Exception):
+    """The source told the sender that its stream continues at ``address``."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
+
+
 def send_acked(
     host: str,
     port: int,
@@ -287,6 +295,8 @@ def send_acked(
                 if time.monotonic() > deadline:
                     raise SendError("the source did not answer the hello")
                 for message in _read_controls(sock, buf, 1.0):
+                    if "moved" in message:
+                        raise _Moved(str(message["moved"]))
                     if "error" in message:
                         raise SendError(f"the source refused stream {stream!r}: {message['error']}")
                     if "challenge" in message:
@@ -313,6 +323,8 @@ def send_acked(
                 else:
                     wait = 1.0
                 for message in _read_controls(sock, buf, wait):
+                    if "moved" in message:
+                        raise _Moved(str(message["moved"]))
                     if "ack" in message and int(message["ack"]) > acked:
                         acked = int(message["ack"])
                         last_progress = time.monotonic()
@@ -325,6 +337,18 @@ def send_acked(
                         f"no acknowledgement for {patience:g} s "
                         f"({acked} of {total} messages acknowledged)"
                     )
+        except _Moved as moved:
+            # The worker of this source leaves the cluster (actorflow shrink): its
+            # streams continue on the source it names, from where that one says.
+            new_host, _, new_port = moved.address.rpartition(":")
+            if log is not None:
+                log(
+                    f"stream {stream!r} moves from {format_address(host, port)} to "
+                    f"{moved.address}; {acked} of {total} acknowledged"
+                )
+            host, port = new_host, int(new_port)
+            reconnects += 1
+            continue
         except (OSError, SendError) as exc:
             if isinstance(exc, SendError) and "refused stream" in str(exc):
                 raise
