@@ -79,3 +79,12 @@ def run(app_file: str) -> None:
     from actorflow.worker import run_worker
 
     sys.exit(run_worker(app=app_file))
+
+
+def __getattr__(name: str) -> object:
+    """``wallaroo.experimental`` without its own import line (loaded on first use)."""
+    if name == "experimental":
+        import importlib
+
+        return importlib.import_module("actorflow.experimental")
+    raise AttributeError(f"module 'actorflow' has no attribute {name!r}")

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 
 from actorflow.processes import die_with_parent, kill_group
 from actorflow.runtime.local import Advance, At, Clock, Outputs, Payload, run
-from actorflow.security import SECRET_ENV, parse_secret
+from actorflow.security import SECRET_ENV, ClusterSecret, parse_secret
 
 __all__ = [
     "Advance",
@@ -252,6 +252,10 @@ class Cluster:
         if i == 0:
             a += ["--data", f"127.0.0.1:{self.data}", "--topology-initializer"]
         return a + self.extra
+
+    def secret(self) -> ClusterSecret:
+        """The cluster's secret, for cluster commands (``query_status(..., secret)``)."""
+        return parse_secret(self.env[SECRET_ENV])
 
     def stream_token(self, stream: str) -> str:
         """What an acknowledged sender needs to claim ``stream`` in this cluster."""

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,12 +58,14 @@ def whole(outputs: list[bytes], keys: int, rounds: int) -> bool:
     return last == {f"k{k}": rounds for k in range(keys)}
 
 
-def wait_rescaled(control: tuple[str, int], workers: int, timeout: float = 60) -> dict:
+def wait_rescaled(
+    control: tuple[str, int], workers: int, secret: Any, timeout: float = 60
+) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            s = query_status(control, 5)
-        except Exception:
+            s = query_status(control, 5, secret)
+        except Exception:  # no answer this moment: ask again
             s = {}
         if s.get("worker_count") == workers and s.get("rescale") is None and s["last_rescale"]:
             return s
@@ -127,10 +130,10 @@ def main() -> int:
             began = time.time()
             if what.startswith("grow"):
                 cluster.grow().wait_ready(60)
-                status = wait_rescaled(control, 3)
+                status = wait_rescaled(control, 3, cluster.secret())
             else:
-                shrink_cluster(control, count=1, timeout=60)
-                status = wait_rescaled(control, 2)
+                shrink_cluster(control, count=1, timeout=60, secret=cluster.secret())
+                status = wait_rescaled(control, 2, cluster.secret())
             ended = time.time()
             time.sleep(WINDOW)
             r = status["last_rescale"]

@@ -69,6 +69,8 @@ from actorflow.plan import Placement, Plan, compile_plan, describe, fan_in, plac
 from actorflow.resilience import ClusterState, WorkerFiles, stale_hint, write_state
 from actorflow.runtime.autoscale import Rescale, Step, grow_refusal
 from actorflow.runtime.checkpoints import CheckpointCoordinator
+from actorflow.runtime.connector_sink import ConnectorSinkActor
+from actorflow.runtime.connector_source import ConnectorSourceActor
 from actorflow.runtime.membership import (
     HEARTBEAT_EVERY,
     LOST_AFTER,
@@ -78,8 +80,6 @@ from actorflow.runtime.membership import (
 from actorflow.runtime.phases import PLACED, Phase, Timer, TimerKind
 from actorflow.runtime.reporter import MetricsReporter
 from actorflow.runtime.rescaling import Rescaling
-from actorflow.runtime.sink import SinkActor
-from actorflow.runtime.source import SourceActor
 from actorflow.runtime.stage import (
     WORKER_CAPABILITY,
     WORKER_UID_CAPABILITY,
@@ -91,11 +91,11 @@ from actorflow.runtime.step import ChainActor, RouterActor, StateActor
 log = logging.getLogger("actorflow.topology")
 
 ACTOR_CLASSES = {
-    "source": SourceActor,
+    "source": ConnectorSourceActor,  # the TCP source too (actorflow/runtime/source.py)
     "chain": ChainActor,
     "router": RouterActor,
     "state": StateActor,
-    "sink": SinkActor,
+    "sink": ConnectorSinkActor,  # the TCP sink too (actorflow/runtime/sink.py)
 }
 
 RETIRE_TIMEOUT = timedelta(seconds=3)
@@ -611,7 +611,7 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
         log.debug("topology: checkpoint %d complete in %.3f s", msg.checkpoint, took)
         done = CheckpointDone(msg.checkpoint, self.epoch)
         for p in self.placement.placed:
-            if p.stage.kind in ("source", "state"):
+            if p.stage.kind in ("source", "state", "sink"):
                 self.send(self.addresses[(p.id, p.worker)], done)
         if self.shutdown_waiters:
             self.finish_shutdown()
