@@ -118,6 +118,7 @@ class Configure:
     metrics: Any = None  # the worker's metrics reporter actor, or None
     restore_from: tuple = ()  # state: PartitionSource of each old owner of its partitions
     adopt_offsets: dict = field(default_factory=dict)  # source: streams of leaving workers
+    keep: bool = False  # a source of a staying worker in a rescale: keep sockets and offsets
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,19 @@ class SourceStarted:
 
 @dataclass(frozen=True)
 class StartCheckpoint:
-    """To every source: record your offsets and send barrier ``checkpoint`` downstream."""
+    """To every source: record your offsets and send barrier ``checkpoint`` downstream.
+    ``hold``: then take nothing more (the cut of a grow or shrink) until StartSource or
+    Unhold."""
 
     checkpoint: int
+    epoch: int
+    hold: bool = False
+
+
+@dataclass(frozen=True)
+class Unhold:
+    """To sources holding at a cut whose grow or shrink was given up: go on."""
+
     epoch: int
 
 
@@ -323,6 +334,7 @@ class JoinRefused:
 
     reason: str
     stale: bool = False
+    left: bool = False  # this worker left the cluster in a shrink: it removes its files
 
 
 @dataclass(frozen=True)
@@ -488,6 +500,14 @@ class StartReporting:
     worker: str
     address: tuple[str, int]
     interval: float
+    cluster: dict | None = None  # the initializer's: the cluster's rescale figures
+
+
+@dataclass(frozen=True)
+class ClusterFigures:
+    """To the initializer's reporter: the cluster's figures changed (a rescale ended)."""
+
+    figures: dict
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from actorflow.resilience import (
     WorkerFiles,
     read_cluster,
     read_state,
+    remove_files,
     stale_hint,
     write_cluster,
 )
@@ -49,6 +50,10 @@ from actorflow.security import ClusterSecret, find_secret, missing_secret_hint
 log = logging.getLogger("actorflow.worker")
 
 TOPOLOGY_NAME = "actorflow-topology"
+
+
+class LeftCluster(ClusterError):
+    """This worker had left its cluster (actorflow shrink) while it was down."""
 
 
 def thespian_log_config(level: str) -> dict:
@@ -257,6 +262,9 @@ class Worker:
             grow = cfg.grow and record is None  # a grown worker restarts as a member
             control.tell(topology, JoinCluster(me, cfg.worker_count, cfg.settings, grow))
             reply = self._await_cluster(control, host, port)
+        if isinstance(reply, JoinRefused) and reply.left:
+            removed = remove_files(files)
+            raise LeftCluster(f"{reply.reason}; removed its {removed} resilience files")
         if isinstance(reply, JoinRefused) and reply.stale:
             raise ClusterError(
                 f"refused: {reply.reason}; " + stale_hint(cfg.resilience_dir, files.existing())
@@ -434,6 +442,9 @@ def run_worker(argv: Sequence[str] | None = None, app: str | None = None) -> int
         while not stop.wait(0.5):
             reap_children()
         log.info("worker %s: stopping", cfg.name)
+        return 0
+    except LeftCluster as exc:
+        print(f"actorflow worker {cfg.name}: {exc}", file=sys.stderr, flush=True)
         return 0
     except ActorflowError as exc:
         print(f"actorflow worker {cfg.name}: error: {exc}", file=sys.stderr, flush=True)

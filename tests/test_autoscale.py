@@ -14,6 +14,7 @@ from actorflow.messages import (
     BuildCluster,
     CheckpointReached,
     ClusterChanged,
+    ClusterFigures,
     ClusterReady,
     Configure,
     Configured,
@@ -27,6 +28,7 @@ from actorflow.messages import (
     SourceStarted,
     StartCheckpoint,
     StartSource,
+    Unhold,
     WorkerInfo,
 )
 from actorflow.partitioning import moved, owners, rebalance
@@ -190,10 +192,11 @@ class Harness(FakeTopology):
             self.dispatch(Retired(sid, w), None)
         return len(asked)
 
-    def complete_checkpoint(self) -> int:
+    def complete_checkpoint(self, hold: bool = False) -> int:
         starts = self.take(StartCheckpoint)
         assert starts, "no checkpoint was started"
         n = starts[0][1].checkpoint
+        assert all(m.hold == hold for _, m in starts), "hold" if hold else "no hold"
         for sid, w in list(self.addresses):
             if sid.startswith("sink"):
                 self.dispatch(CheckpointReached(n, self.epoch, sid, w), None)
@@ -238,11 +241,19 @@ def test_a_grow_checkpoints_then_moves_partitions_with_their_state(cluster, cloc
     w3 = worker("w3", 20020)
     t.dispatch(JoinCluster(w3, 3, t.request.settings, grow=True), "joiner")
     assert not t.take(JoinRefused) and t.rescale is not None
-    assert not t.take(Retire), "nothing moves before the cut"
+    assert not t.take(StartCheckpoint), "the cut waits for the joiner's admin"
     t.membership.registered[w3.uid] = "w3"
-    cut = t.complete_checkpoint()
+    t.advance_rescale()
+    assert not t.take(Retire), "nothing moves before the cut"
+    sources = {k: a for k, a in t.addresses.items() if k[0].startswith("source")}
+    cut = t.complete_checkpoint(hold=True)
+    retired = {to for to, _ in t.sent if isinstance(_, Retire)}
+    assert retired and not retired & set(sources.values()), "staying sources are kept"
     assert t.answer_retire() > 0 and t.state == Phase.CONFIGURING
     cfgs = t.placed()
+    kept = {(c.stage.stage.id, c.worker): c.keep for c in cfgs if c.stage.stage.kind == "source"}
+    assert kept == {**{k: True for k in sources}, ("source0", "w3"): False}, kept
+    assert all(t.addresses[k] == a for k, a in sources.items())
     assert t.epoch == 2 and t.table_version == 1
     (sid,) = before
     assert len(moved(before[sid], t.tables[sid])) == 40
@@ -257,8 +268,12 @@ def test_a_grow_checkpoints_then_moves_partitions_with_their_state(cluster, cloc
     sources = [c for c in cfgs if c.stage.stage.kind == "source"]
     assert {c.worker: c.restore for c in sources} == {"w1": cut, "w2": cut, "w3": 0}
     assert ("joiner", ClusterReady) in [(to, type(m)) for to, m in t.sent]
+    t.addresses[("reporter", "w1")] = "reporter-w1"  # as with --metrics
     # A checkpoint of the new layout settles it: every worker's file learns of w3.
     t.complete_checkpoint()
+    ((to, figures),) = t.take(ClusterFigures)
+    assert to == "reporter-w1" and figures.figures["rescales"] == 1
+    assert figures.figures["table_version"] == 1
     changed = t.take(ClusterChanged)
     assert sorted(to for to, _ in changed) == ["guard-w1", "guard-w2", "guard-w3"]
     assert len(changed[0][1].workers) == 3
@@ -284,7 +299,8 @@ def test_a_joiner_lost_during_the_move_puts_the_old_layout_back(cluster, clock):
     w3 = worker("w3", 20020)
     t.dispatch(JoinCluster(w3, 3, t.request.settings, grow=True), "joiner")
     t.membership.registered[w3.uid] = "w3"
-    t.complete_checkpoint()
+    t.advance_rescale()
+    t.complete_checkpoint(hold=True)
     t.answer_retire()
     t.take(Configure)  # the joiner's actors never answer: it died
     clock.now += 4.0
@@ -296,6 +312,7 @@ def test_a_joiner_lost_during_the_move_puts_the_old_layout_back(cluster, clock):
     cfgs = t.placed()
     assert {c.worker for c in cfgs} == {"w1", "w2"}
     assert all(c.restore == 2 for c in cfgs if c.stage.stage.kind == "state")
+    assert not any(c.keep for c in cfgs), "a recovery keeps no actor"
 
 
 def test_a_shrink_hands_partitions_over_then_the_leaver_goes(cluster):
@@ -304,7 +321,7 @@ def test_a_shrink_hands_partitions_over_then_the_leaver_goes(cluster):
     (_, done), = t.take(ShrinkDone)
     assert "cannot leave" in done.error and t.rescale is None
     t.dispatch(ShrinkCluster(count=1), "cmd")
-    cut = t.complete_checkpoint()
+    cut = t.complete_checkpoint(hold=True)
     t.answer_retire()
     cfgs = t.placed()
     (sid,) = t.tables
@@ -320,11 +337,24 @@ def test_a_shrink_hands_partitions_over_then_the_leaver_goes(cluster):
     assert to == "cmd" and done.left == ("w2",) and done.workers == ("w1",)
 
 
+def test_an_abandoned_cut_lets_the_holding_sources_go(cluster):
+    t = cluster
+    w3 = worker("w3", 20020)
+    t.membership.registered[w3.uid] = "w3"
+    t.dispatch(JoinCluster(w3, 3, t.request.settings, grow=True), "joiner")
+    ((_, start), *_) = t.take(StartCheckpoint)
+    assert start.hold
+    t.abandon_checkpoint("a receiver away")
+    assert t.rescale is None and "abandoned" in t.last_rescale["outcome"]
+    unheld = t.take(Unhold)
+    assert len(unheld) == 2 and t.take(JoinRefused)
+
+
 def test_a_grow_whose_joiner_never_registers_is_given_up(cluster, clock):  # noqa: F811
     t = cluster
     w3 = worker("w3", 20020)
     t.dispatch(JoinCluster(w3, 3, t.request.settings, grow=True), "joiner")
-    t.complete_checkpoint()  # the cut is there, but w3's admin never joined the convention
+    assert not t.take(StartCheckpoint), "no cut while w3's admin is not in the convention"
     assert t.rescale is not None and t.rescale.step == "cut" and not t.take(Retire)
     clock.now += 31
     t.check_rescale(clock.now)

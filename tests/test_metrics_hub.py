@@ -654,3 +654,27 @@ def test_late_records_of_window_steps_reach_prometheus():
     assert samples[("actorflow_step_late_dropped_total", "win")] == 7
     assert samples[("actorflow_step_late_fired_total", "win")] == 2
     assert samples[("actorflow_step_late_dropped_total", "src")] == 0, "0 where no windows"
+
+
+def test_rescale_pauses_reach_prometheus_and_the_page_data():
+    # README "Grow and shrink": the metrics page shows how long processing paused.
+    st = HubState(window=60)
+    figures = {
+        "table_version": 2,
+        "rescales": 2,
+        "last_pause_seconds": 0.42,
+        "paused_seconds_total": 0.8,
+    }
+    report = make_report("w1", T0, [make_step("src", "source", 1000)])
+    st.ingest({**report, "cluster": figures}, now=T0)
+    st.ingest(make_report("w2", T0, [make_step("src", "source", 1000)]), now=T0)
+    fams = {f.name: f for f in st.prometheus_families(now=T0)}
+    (pause,) = fams["actorflow_cluster_rescale_pause_seconds"].samples
+    assert pause.labels["worker"] == "w1" and pause.value == 0.42
+    (total,) = fams["actorflow_cluster_rescales"].samples
+    assert total.value == 2
+    workers = {w["worker"]: w for w in st.snapshot(now=T0)["workers"]}
+    assert workers["w1"]["cluster"]["last_pause_seconds"] == 0.42
+    assert workers["w2"]["cluster"] is None
+    with pytest.raises(ReportError, match="cluster.rescales"):
+        check_report({**report, "cluster": {**figures, "rescales": -1}})

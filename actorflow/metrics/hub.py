@@ -51,7 +51,10 @@ up buckets.
                     "latency": L (source ingest to sink write, merged over workers)}],
      "workers": [{"app": str, "worker": str, "up": bool, "stale": bool,
                   "last_report": float, "age": float s, "interval": float s,
-                  "reports": int, "restarts": int, "dropped_reports": int, "steps": [str],
+                  "reports": int, "restarts": int, "dropped_reports": int,
+                  "cluster": {"table_version", "rescales", "last_pause_seconds",
+                              "paused_seconds_total": float} | null (the initializer's),
+                  "steps": [str],
                   "ingest": T (its source steps' records_out), "output": T (its sinks')}],
      "steps": [{"app": str, "id": str, "name": str, "kind": str, "pipeline": str,
                 "workers": [str], "records_in": int, "records_out": int, "errors": int,
@@ -251,6 +254,7 @@ class _Worker:
         "dropped_reports",
         "steps",
         "pipes",
+        "cluster",
     )
 
     def __init__(self, app: str, name: str, now: float) -> None:
@@ -263,6 +267,7 @@ class _Worker:
         self.reports = 0
         self.restarts = 0
         self.dropped_reports = 0
+        self.cluster: dict[str, float] | None = None  # the initializer's rescale figures
         self.steps: dict[str, _StepSeries] = {}
         self.pipes: dict[str, _PipeSeries] = {}
 
@@ -392,6 +397,8 @@ class HubState:
         w.last_time = r["time"]
         w.reports += 1
         w.dropped_reports = r["dropped_reports"]
+        if r["cluster"] is not None:
+            w.cluster = r["cluster"]
 
     def _agg(self, app: str, kind: str, name: str) -> _BucketLatency:
         key = (app, kind, name)
@@ -513,6 +520,26 @@ class HubState:
             "metrics reports the worker could not send, as it reports",
             labels=wlabels,
         )
+        rescale = {
+            "table_version": GaugeMetricFamily(
+                "actorflow_cluster_table_version",
+                "the partition owner table's version (one more per grow or shrink)",
+                labels=wlabels,
+            ),
+            "rescales": CounterMetricFamily(
+                "actorflow_cluster_rescales", "grows and shrinks completed", labels=wlabels
+            ),
+            "last_pause_seconds": GaugeMetricFamily(
+                "actorflow_cluster_rescale_pause_seconds",
+                "how long processing paused in the last grow or shrink",
+                labels=wlabels,
+            ),
+            "paused_seconds_total": CounterMetricFamily(
+                "actorflow_cluster_rescale_paused_seconds",
+                "time processing paused for grows and shrinks, in all",
+                labels=wlabels,
+            ),
+        }
         received = CounterMetricFamily("actorflow_hub_reports_received", "reports accepted")
         invalid = CounterMetricFamily(
             "actorflow_hub_reports_invalid", "frames or reports the hub refused"
@@ -525,6 +552,9 @@ class HubState:
                 age.add_metric(wl, max(0.0, now - w.last_seen))
                 restarts.add_metric(wl, float(w.restarts))
                 dropped.add_metric(wl, float(w.dropped_reports))
+                for k, fam in rescale.items():
+                    if w.cluster is not None:
+                        fam.add_metric(wl, w.cluster[k])
                 for s in w.steps.values():
                     sl = [w.app, w.name, s.pipeline, s.id, s.name, s.kind]
                     for k in COUNTERS:
@@ -545,6 +575,7 @@ class HubState:
             age,
             restarts,
             dropped,
+            *rescale.values(),
             received,
             invalid,
         ]
@@ -687,6 +718,7 @@ class _Snapshot:
                     "reports": w.reports,
                     "restarts": w.restarts,
                     "dropped_reports": w.dropped_reports,
+                    "cluster": w.cluster,
                     "steps": sorted(w.steps, key=lambda sid, w=w: rank(w.app, sid)),
                     "ingest": self.rates(srcs, 1, self.charts),
                     "output": self.rates(sinks, 1, self.all),

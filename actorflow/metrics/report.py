@@ -452,4 +452,23 @@ def check_report(obj: Any) -> dict[str, Any]:
         "steps": steps,
         "pipelines": pipelines,
         "dropped_reports": _int_field(obj, "dropped_reports", "report"),
+        "cluster": _cluster_field(obj.get("cluster")),
     }
+
+
+CLUSTER_FIGURES = ("table_version", "rescales", "last_pause_seconds", "paused_seconds_total")
+
+
+def _cluster_field(raw: Any) -> dict[str, float] | None:
+    """The initializer's cluster figures (grow and shrink), or None where absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ReportError("report: cluster must be an object")
+    out = {}
+    for key in CLUSTER_FIGURES:
+        v = raw.get(key, 0)
+        if not _is_number(v) or not math.isfinite(v) or v < 0:
+            raise ReportError(f"report: cluster.{key} must be a number >= 0")
+        out[key] = float(v)
+    return out

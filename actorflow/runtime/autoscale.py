@@ -2,13 +2,16 @@
 
 A rescale goes through three steps, all driven by the topology actor:
 
-1. **cut**: wait for a checkpoint that completes after the request (one is
-   started at once): a consistent cut of every state and source offset;
+1. **cut**: once the joining workers' admins are there and no other checkpoint is
+   under way, a *holding* checkpoint: a consistent cut of every state and source
+   offset, after whose barrier the sources take nothing more, so nothing after the
+   cut goes into the old placement;
 2. **move**: go to placement N+1, the same rollout that recovery uses, on the new
    worker list and owner tables (:func:`actorflow.partitioning.rebalance`, the
-   fewest partitions moved). Each state actor loads its partitions from the cut,
-   from the snapshot of whichever worker owned them; acknowledged senders resume
-   from the cut, so no record is lost and per-key order holds;
+   fewest partitions moved), except that the staying workers' sources are kept,
+   with their connections, and only rewired. Each state actor loads its partitions
+   from the cut, from the snapshot of whichever worker owned them; the sources go on
+   from where they held, so no record is lost or replayed and per-key order holds;
 3. **settle**: a checkpoint of the new layout; then the cluster files of every
    worker describe the new cluster, and leaving workers remove theirs and stop.
 
@@ -51,6 +54,7 @@ class Rescale:
     asked_at: float
     waiter: Any = None  # who asked (the shrink command), answered when done
     step: Step = Step.CUT
+    hold_at: int = 0  # the holding checkpoint started for the cut (0: not yet)
     cut: int = 0
     old_tables: dict[str, tuple[str, ...]] = field(default_factory=dict)
     moves: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)

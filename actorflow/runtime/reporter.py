@@ -18,6 +18,7 @@ from typing import Any
 from thespian.actors import ActorExitRequest, WakeupMessage
 
 from actorflow.messages import (
+    ClusterFigures,
     Retire,
     Retired,
     StageReport,
@@ -45,6 +46,7 @@ class MetricsReporter(PlacedActor):
         self.sent = 0
         self.warned = False
         self.next_connect = 0.0
+        self.cluster: dict | None = None  # the initializer's: rescale figures
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
         if isinstance(msg, StageReport):
@@ -54,8 +56,11 @@ class MetricsReporter(PlacedActor):
         elif isinstance(msg, WakeupMessage) and self.config is not None:
             self.report()
             self.wakeupAfter(timedelta(seconds=self.config.interval))
+        elif isinstance(msg, ClusterFigures):
+            self.cluster = dict(msg.figures)
         elif isinstance(msg, StartReporting):
             self.config = msg
+            self.cluster = msg.cluster
             self.wakeupAfter(timedelta(seconds=msg.interval))
         elif isinstance(msg, StatusQuery):
             worker = self.config.worker if self.config else "?"
@@ -97,6 +102,7 @@ class MetricsReporter(PlacedActor):
                 "steps": list(self.steps.values()),
                 "pipelines": [{"name": self.config.app, "latency": self.pipeline.take()}],
                 "dropped_reports": self.dropped,
+                **({"cluster": self.cluster} if self.cluster is not None else {}),
             }
         )
         if self.sock is None:

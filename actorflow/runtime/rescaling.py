@@ -14,12 +14,14 @@ from typing import Any
 
 from actorflow.messages import (
     ClusterChanged,
+    ClusterFigures,
     JoinRefused,
     LeaveCluster,
     PartitionSource,
     ShrinkCluster,
     ShrinkDone,
     SourceProgress,
+    Unhold,
 )
 from actorflow.resilience import WorkerFiles
 from actorflow.runtime.autoscale import Rescale, Step, shrink_leavers
@@ -52,6 +54,12 @@ class Rescaling:
     cluster_id: str
     send: Any
     place_all: Any
+    placement: Any
+    kept: dict
+    left: set[str]
+    rescales_done: int
+    paused_total: float
+    cluster_figures: Any
     start_checkpoint: Any
     save: Any
 
@@ -136,17 +144,22 @@ class Rescaling:
             ", ".join(new_order),
         )
         self.membership.leaving = list(self.rescale.leaving)
-        if self.checkpoints.pending is None:
-            self.start_checkpoint()
+        self.left -= set(new_order)  # a name that left may join again, anew
+        self.advance_rescale()
 
     def advance_rescale(self) -> None:
+        """The next step, once what it waits for is there: the joining workers' admins
+        and no other checkpoint under way (then the holding cut starts), the cut (then the
+        move), a checkpoint of the new layout (then the rescale is done)."""
         r = self.rescale
         if r is None or self.state != Phase.RUNNING:
             return
         done = self.checkpoints.completed
-        if r.step == Step.CUT and done > r.after:
-            if self.membership.all_registered(r.new_order):
-                self.move(r)
+        if r.step == Step.CUT and not r.hold_at:
+            if self.membership.all_registered(r.new_order) and self.checkpoints.pending is None:
+                r.hold_at = self.start_checkpoint(hold=True)
+        elif r.step == Step.CUT and done >= r.hold_at:
+            self.move(r)
         elif r.step == Step.SETTLE and done > r.cut:
             self.finish_rescale(r)
 
@@ -165,7 +178,12 @@ class Rescaling:
             self.table_version,
             r.partitions_moved,
         )
-        self.old.update(self.addresses)
+        # The staying workers' sources are kept, with their connections: they hold since
+        # the cut's barrier, so nothing after it went into the old placement.
+        sources = {(p.id, p.worker) for p in self.placement.placed if p.stage.kind == "source"}
+        staying = set(r.old_order) & set(r.new_order)
+        self.kept = {k: a for k, a in self.addresses.items() if k in sources and k[1] in staying}
+        self.old.update({k: a for k, a in self.addresses.items() if k not in self.kept})
         self.addresses = {}
         self.place_all()
 
@@ -178,6 +196,7 @@ class Rescaling:
             if guard is not None:
                 self.send(guard, ClusterChanged(self.cluster_id, workers, self.epoch))
         for name in r.leaving:
+            self.left.add(name)
             info = self.membership.members.pop(name, None)
             self.membership.answered.pop(name, None)
             if info is not None and info.guard is not None:
@@ -187,6 +206,11 @@ class Rescaling:
             del self.source_addresses[key]
         self.last_rescale = r.report("done", now)
         self.rescale = None
+        self.rescales_done += 1
+        self.paused_total += self.last_rescale["pause_seconds"]
+        reporter = self.addresses.get(("reporter", self.membership.initializer))
+        if reporter is not None:
+            self.send(reporter, ClusterFigures(self.cluster_figures()))
         self.save()
         log.info(
             "topology: %s done: %d workers (%s); processing paused %.2f s",
@@ -225,6 +249,10 @@ class Rescaling:
         self.membership.leaving = []
         self.last_rescale = r.report(f"abandoned: {why}", time.monotonic())
         self.rescale = None
+        if r.step == Step.CUT and r.hold_at:  # the sources hold at the cut: let them go
+            for p in self.placement.placed:
+                if p.stage.kind == "source" and (p.id, p.worker) in self.addresses:
+                    self.send(self.addresses[(p.id, p.worker)], Unhold(self.epoch))
         if r.waiter is not None:
             self.send(r.waiter, ShrinkDone((), tuple(r.old_order), f"abandoned: {why}"))
 

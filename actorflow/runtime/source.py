@@ -27,6 +27,7 @@ from actorflow.messages import (
     SourceStarted,
     StartCheckpoint,
     StartSource,
+    Unhold,
 )
 from actorflow.resilience import checkpoint_file, read_offsets, write_offsets
 from actorflow.runtime.stage import StageActor
@@ -132,6 +133,8 @@ class SourceActor(StageActor):
         self.conns: dict[int, _Connection] = {}
         self.paused = False
         self.generating = False
+        self.holding = False  # at the cut of a grow or shrink: take nothing more for now
+        self.started_at: str | None = None  # where it listens, once started
         self.connections_total = 0
         self.frame_errors = 0
         # Offsets: data frames taken per acknowledged stream, counted from the restored
@@ -156,19 +159,61 @@ class SourceActor(StageActor):
                 restore,
                 self.offsets,
             )
-        for stream, offset in self.config.adopt_offsets.items():  # from leaving workers
+        self.adopt(self.config.adopt_offsets)
+
+    def adopt(self, offsets: dict[str, int]) -> None:
+        """Take over the streams of a leaving worker's source, at their offsets at the cut."""
+        for stream, offset in offsets.items():
             if stream and stream not in self.offsets:
                 self.offsets[stream] = self.covered[stream] = offset
                 log.info("source %r: takes over stream %r at %d", self.source_name, stream, offset)
 
+    def on_reconfigured(self, cfg: Any) -> None:
+        """Kept through a grow or shrink: its connections and offsets stay; the new
+        placement's routes take what it reads once it is told to start again."""
+        self.adopt(cfg.adopt_offsets)
+        log.info(
+            "source %r: kept through the rescale, its %d connections open",
+            self.source_name,
+            len(self.conns),
+        )
+
+    def backlogged(self) -> bool:
+        return self.holding or super().backlogged()
+
+    def hold(self) -> None:
+        """Stop reading (and generating) right after a cut's barrier: what comes after
+        it waits in the sockets for the next placement."""
+        self.holding = True
+        self.paused = True
+        self.refresh_watch()
+
+    def unhold(self) -> None:
+        if not self.holding:
+            return
+        self.holding = False
+        self.paused = self.backlogged()
+        self.refresh_watch()
+        if self.generating:
+            self.generate()
+
     def on_other(self, msg: Any, sender: Any) -> None:
-        if isinstance(msg, StartSource):
+        if isinstance(msg, StartSource) and self.started_at is not None:
+            self.unhold()  # kept through a grow or shrink: listening already
+            sid, worker = self.stage_id, self.config.worker if self.config else "?"
+            self.send(sender, SourceStarted(sid, worker, self.started_at, epoch=self.epoch))
+        elif isinstance(msg, Unhold):
+            if msg.epoch == self.epoch:
+                self.unhold()
+        elif isinstance(msg, StartSource):
             self.start_requester = sender
             self.bind_deadline = time.monotonic() + (BIND_PATIENCE if self.epoch > 1 else 0)
             self.try_start()
         elif isinstance(msg, StartCheckpoint):
             if msg.epoch == self.epoch and not self.retired:
                 self.start_checkpoint(msg.checkpoint, sender)
+                if msg.hold:
+                    self.hold()
         else:
             super().on_other(msg, sender)
 
@@ -255,6 +300,7 @@ class SourceActor(StageActor):
                 self.gen_value = cfg.gen.apply(self.gen_value)
             self.generating = True
             self.wakeupAfter(timedelta(0), "generate")
+            self.started_at = "generator"
             return SourceStarted(sid, worker, "generator", epoch=self.epoch)
         assert isinstance(cfg, TCPSourceConfig)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -276,6 +322,7 @@ class SourceActor(StageActor):
             return SourceStarted(sid, worker, None, why, self.epoch)
         self.listener = sock
         host, port = sock.getsockname()[:2]
+        self.started_at = f"{host}:{port}"
         self.refresh_watch()
         log.info("source %r listening on %s:%d", self.source_name, host, port)
         return SourceStarted(sid, worker, f"{host}:{port}", epoch=self.epoch)
@@ -471,7 +518,8 @@ class SourceActor(StageActor):
 
     def on_wakeup(self, payload: Any) -> None:
         if payload == "tick" and not self.retired:
-            self.pass_watermark(self.clock.watermark(time.time_ns()))
+            if not self.holding:  # past the cut, watermarks wait for the next placement
+                self.pass_watermark(self.clock.watermark(time.time_ns()))
             self.wakeupAfter(timedelta(seconds=TICK), "tick")
         elif payload == "generate" and self.generating:
             self.generate()

@@ -129,6 +129,7 @@ class StageActor(PlacedActor):
         self.liveness_at = time.monotonic()
         self.timed = False  # the app has windows: records carry event times
         self.deserialize: Any = None  # the app's own, when it defines serialize too
+        self.serialize: Any = None
         self.input_watermarks = InputWatermarks(0, time.monotonic())
         self.watermark = StageWatermark()
 
@@ -164,7 +165,8 @@ class StageActor(PlacedActor):
                 self.liveness_at = time.monotonic()
             elif cls is Configure:
                 self.liveness_at = time.monotonic()
-                reply = self.configure(msg)
+                kept = msg.keep and self.config is not None and not self.retired
+                reply = self.reconfigure(msg) if kept else self.configure(msg)
                 if reply is not None:  # a state actor may answer once its partitions arrive
                     self.send(sender, reply)
             elif cls is StatusQuery:
@@ -214,22 +216,8 @@ class StageActor(PlacedActor):
             codec = app_codec(cfg.app_path)
             serialize, self.deserialize = codec if codec else (None, None)
             self.input_watermarks = InputWatermarks(cfg.inputs, time.monotonic())
-            s = cfg.settings
-            router_errors = ErrorLog(
-                f"{cfg.stage.stage.name} (partition routing)", s.error_log_limit
-            )
-            self.routes, self.outlets = build_routes(
-                cfg.routes,
-                self.send,
-                s.window,
-                s.batch_size,
-                self._encoder_for,
-                router_errors,
-                cfg.epoch,
-                self.timed,
-                serialize,
-            )
-            self.error_logs.append(router_errors)
+            self.serialize = serialize
+            self.wire_routes(cfg)
             self.setup()
             if self.timed and cfg.inputs and self.kind != "sink":
                 self.wakeupAfter(WATERMARK_CHECK_EVERY, "watermarks")
@@ -243,6 +231,39 @@ class StageActor(PlacedActor):
             log.error("%s: configuration failed: %s", stage_id, traceback.format_exc())
             return Configured(stage_id, cfg.worker, detail, cfg.epoch)
         return Configured(stage_id, cfg.worker, epoch=cfg.epoch)
+
+    def wire_routes(self, cfg: Configure) -> None:
+        """This placement's outlets, from its routes."""
+        s = cfg.settings
+        router_errors = ErrorLog(f"{cfg.stage.stage.name} (partition routing)", s.error_log_limit)
+        self.routes, self.outlets = build_routes(
+            cfg.routes,
+            self.send,
+            s.window,
+            s.batch_size,
+            self._encoder_for,
+            router_errors,
+            cfg.epoch,
+            self.timed,
+            self.serialize,
+        )
+        self.error_logs.append(router_errors)
+
+    def reconfigure(self, cfg: Configure) -> Configured:
+        """Kept through a grow or shrink (a source of a staying worker): take the new
+        placement's epoch and routes, keep sockets, offsets and timers."""
+        try:
+            self.config, self.epoch = cfg, cfg.epoch
+            self.wire_routes(cfg)
+            self.on_reconfigured(cfg)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            log.error("%s: reconfiguration failed: %s", self.name, traceback.format_exc())
+            return Configured(cfg.stage.stage.id, cfg.worker, detail, cfg.epoch)
+        return Configured(cfg.stage.stage.id, cfg.worker, epoch=cfg.epoch)
+
+    def on_reconfigured(self, cfg: Configure) -> None:
+        """Subclasses take what else a kept actor's new Configure says."""
 
     def _encoder_for(self, sink: tuple[int, int]) -> tuple[Any, ErrorLog]:
         assert self.app is not None and self.config is not None

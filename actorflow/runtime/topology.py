@@ -142,6 +142,10 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
         self.rescale: Rescale | None = None
         self.last_rescale: dict | None = None
         self.source_addresses: dict[tuple[str, str], str] = {}  # (stage, worker) -> host:port
+        self.kept: dict[tuple[str, str], Any] = {}  # sources the next placement keeps
+        self.left: set[str] = set()  # workers that left in a shrink
+        self.rescales_done = 0
+        self.paused_total = 0.0  # seconds processing paused for grows and shrinks
         self.stream_offsets: dict[tuple[str, str, int], dict] = {}  # (stage, worker, cp)
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
@@ -280,6 +284,18 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
             self.waiting.append((msg, sender))  # checked when the initializer asks
             return
         info = msg.worker
+        if info.name in self.left and info.cluster_id == self.cluster_id:
+            reason = f"worker {info.name!r} left cluster {self.cluster_id} (actorflow shrink)"
+            log.info("topology: %s; it removes its files", reason)
+            self.send(sender, JoinRefused(reason, left=True))
+            return
+        if info.name in self.left and info.cluster_id is None and not msg.grow:
+            reason = (
+                f"worker {info.name!r} left this cluster (actorflow shrink); to add it "
+                "again, start it with --join"
+            )
+            self.send(sender, JoinRefused(reason))
+            return
         why = self.refusal(msg)
         if why:
             log.warning("topology: refusing worker %r: %s", info.name, why[0])
@@ -302,6 +318,11 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
             return
         if self.rescale is not None and info.name in self.rescale.leaving:
             self.membership.dead.add(info.name)  # its old actors died with it
+            if self.state in PLACED and self.rescale.step != Step.CUT:
+                # The move reads its snapshots through its guard: place again with the
+                # new one.
+                self.begin_recovery(f"leaving worker {info.name!r} restarted")
+                return
         if rejoin and self.state in PLACED:
             # Its old actors died with it; whatever runs elsewhere must roll back.
             self.begin_recovery(f"worker {info.name!r} restarted")
@@ -397,9 +418,14 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
         self.tables = dict(placement.owners)
         self.addresses = {}
         reporters = self.start_reporters(app.name)
+        kept, self.kept = self.kept, {}
         for p in placement.placed:
+            key = (p.id, p.worker)
+            if key in kept:  # a source of a staying worker in a grow or shrink
+                self.addresses[key] = kept[key]
+                continue
             where = {"worker_uid": self.membership.members[p.worker].uid}
-            self.addresses[(p.id, p.worker)] = self.createActor(
+            self.addresses[key] = self.createActor(
                 ACTOR_CLASSES[p.stage.kind], targetActorRequirements=where
             )
         self.save()  # the epoch first: a restarted initializer must place above it
@@ -428,6 +454,7 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
                 metrics=reporters.get(p.worker),
                 restore_from=self.restore_from(p, app_name),
                 adopt_offsets=self.adopted_streams(p),
+                keep=key in kept,
             )
             self.send(self.addresses[key], cfg)
         self.wakeupAfter(PLACE_TIMEOUT, Timer(TimerKind.PLACING, self.epoch))
@@ -450,9 +477,20 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
             addr = self.createActor(
                 MetricsReporter, targetActorRequirements={"worker_uid": info.uid}
             )
-            self.send(addr, StartReporting(app_name, name, (host, int(port)), 1.0))
+            cluster = self.cluster_figures() if name == self.membership.initializer else None
+            self.send(addr, StartReporting(app_name, name, (host, int(port)), 1.0, cluster))
             self.addresses[("reporter", name)] = reporters[name] = addr
         return reporters
+
+    def cluster_figures(self) -> dict[str, float]:
+        """What the initializer's reporter tells the metrics hub of grows and shrinks."""
+        last = (self.last_rescale or {}).get("pause_seconds", 0.0)
+        return {
+            "table_version": self.table_version,
+            "rescales": self.rescales_done,
+            "last_pause_seconds": last,
+            "paused_seconds_total": round(self.paused_total, 3),
+        }
 
     def on_configured(self, msg: Configured) -> None:
         if self.state != "configuring" or (msg.stage_id, msg.worker) not in self.configuring:
@@ -580,14 +618,17 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
             every = timedelta(seconds=req.settings.checkpoint_every)
             self.wakeupAfter(every, Timer(TimerKind.CHECKPOINT, self.epoch))
 
-    def start_checkpoint(self) -> None:
+    def start_checkpoint(self, hold: bool = False) -> int:
+        """Start the next checkpoint (``hold``: the sources stop after its barrier, the
+        cut of a grow or shrink); its number, or 0 if none can start now."""
         assert self.placement is not None
         sources = [p for p in self.placement.placed if p.stage.kind == "source"]
         if self.state != Phase.RUNNING or self.checkpoints.pending is not None or not sources:
-            return
-        start = StartCheckpoint(self.checkpoints.begin(time.monotonic()), self.epoch)
+            return 0
+        start = StartCheckpoint(self.checkpoints.begin(time.monotonic()), self.epoch, hold)
         for p in sources:
             self.send(self.addresses[(p.id, p.worker)], start)
+        return start.checkpoint
 
     def abandon_checkpoint(self, why: str) -> None:
         log.error(
@@ -596,7 +637,11 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
             why,
             self.checkpoints.completed,
         )
+        pending = self.checkpoints.pending
         self.checkpoints.abandon(why)
+        r = self.rescale
+        if r is not None and r.step == Step.CUT and r.hold_at == pending:
+            self.abandon_rescale(f"its checkpoint {pending} was abandoned: {why}")
 
     def on_checkpoint_reached(self, msg: CheckpointReached) -> None:
         if msg.epoch != self.epoch:
@@ -714,6 +759,8 @@ class TopologyActor(Rescaling, StatusRounds, PlacedActor):
         gone = self.membership.lost | self.membership.dead
         if r is not None and r.step != Step.CUT and any(w in gone for w in r.joining):
             self.abandon_rescale(f"{why} while it joined")
+        elif r is not None and r.step == Step.CUT:
+            r.hold_at = 0  # the recovery's placement does not hold: cut again after it
         if self.state != "recovering":
             self.recoveries += 1
         if self.state in ("running", "starting", "configuring"):

@@ -411,6 +411,8 @@ function renderWorkers(data, range, colors) {
         figure("td", m("reports"), w.reports, fmtNum),
         figure("td", m("dropped_reports"), w.dropped_reports, fmtNum),
         figure("td", m("restarts"), w.restarts, fmtNum),
+        figure("td", m("rescale_pause"), w.cluster ? w.cluster.last_pause_seconds : null,
+          (v) => (v === null || v === undefined ? "–" : fmtNum(v) + " s")),
       );
     }),
   );
