@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import string
 import subprocess
 import sys
 import threading
@@ -155,3 +156,47 @@ def test_bench_rejects_bad_flags():
     proc = actorflow("bench", "alphabet", "--workers", "0", timeout=30)
     assert proc.returncode == 2
     assert "--workers must be at least 1" in proc.stderr
+
+
+def test_bench_word_count_latency_and_memory(tmp_path):
+    proc = actorflow(
+        "bench", "word_count", "--messages", "4000", "--workers", "2", "--json", "--latency",
+        "--memory", "12000", "--slow-rate", "40000", "--keep-output", str(tmp_path),
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The same generated lines (seed 1), counted here, against what each receiver got.
+    from actorflow.tools.gen import word_lines
+
+    strip = string.punctuation + "\u201c\u201d\u2018\u2019\u00ab\u00bb"
+    want: dict[str, int] = {}
+    words = 0
+    for line in word_lines(4000, 1):
+        for token in line.lower().split():
+            word = token.strip(strip)
+            if word:
+                want[word] = want.get(word, 0) + 1
+                words += 1
+    for name in ("run1-1workers.out", "run1-2workers.out"):
+        lines = (tmp_path / name).read_text().splitlines()
+        assert len(lines) == words, name
+        last = {}
+        for line in lines:
+            word, _, count = line.partition(" => ")
+            last[word] = int(count)
+        assert last == want, name
+    assert result["app"] == "word_count" and result["outputs"] == words
+    assert result["received"] == words and result["cluster_output_rate"] > 0
+    # Latency runs check their outputs byte for byte against the plain loop's (or fail).
+    for mode in ("paced", "saturated"):
+        lat = result["latency"][mode]
+        assert 0 <= lat["p50"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
+        assert lat["samples"] == words
+    assert result["latency"]["paced"]["rate"] == pytest.approx(result["cluster_rate"] / 2, 0.01)
+    mem = result["memory"]
+    assert mem["messages"] == 12_000 and mem["outputs"] == 3 * words
+    assert mem["peak_rss_mb"] > 0 and mem["processes"] >= 4
+    assert leftovers("actorflow.tools.probe") == []
+    for control in re.findall(r"control (127\.0\.0\.1:\d+)", proc.stderr):
+        assert leftovers(f"--control {control}") == []

@@ -10,6 +10,11 @@ before the senders start until the receiver has all N outputs. It prints the rat
 ratios, and whether the bars are met (>= 150k msg/s end to end, >= 0.2 of the plain loop,
 N workers >= 1.0x one). Everything it starts is stopped again, on success, failure,
 exception, Ctrl-C or SIGTERM.
+
+`actorflow bench word_count` does the same for word count (messages are lines; outputs,
+one per word, are counted and rated too). ``--bytewax`` runs the same app in Bytewax in
+one process on the same data; ``--latency`` and ``--memory`` add one worker's latency
+(paced and saturated) and RSS with a slow receiver (:mod:`actorflow.tools.bench_latency`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import actorflow
 from actorflow.processes import cpu_seconds, die_with_parent, signals_masked, sigterm_interrupts
 from actorflow.testing import Cluster, free_port
 from actorflow.tools import bytewax_baseline
-from actorflow.tools.gen import alphabet_frames, alphabet_totals
+from actorflow.tools.framing import frame
+from actorflow.tools.gen import alphabet_frames, alphabet_totals, word_counts, word_lines
 
 HOST = "127.0.0.1"
 SEED = 1
@@ -80,27 +86,6 @@ def alphabet_loop(data: bytes) -> tuple[list[bytes], dict[str, int]]:
         line = f"{letter} => {total}\n".encode()
         append(pack(">I", len(line)) + line)
     return out, totals
-
-
-def bytewax_alphabet(frames: list[bytes], repeat: int, say: Any) -> float | str:
-    """Best seconds of Bytewax over `frames` (checked like the loop), or why it was skipped."""
-    why = bytewax_baseline.available()
-    if why:
-        say(f"Bytewax skipped: {why}")
-        return why
-    want = alphabet_totals(frames)
-    best = float("inf")
-    for i in range(repeat):
-        seconds, out = bytewax_baseline.alphabet(frames)
-        last: dict[str, int] = {}
-        for frame in out:
-            letter, _, total = frame[4:].decode().partition(" => ")
-            last[letter] = int(total)
-        if len(out) != len(frames) or last != want:
-            raise BenchError("the Bytewax run computed wrong totals")
-        say(f"Bytewax {i + 1}/{repeat}: {seconds:.3f} s ({len(frames) / seconds:,.0f} msg/s)")
-        best = min(best, seconds)
-    return best
 
 
 def baseline_alphabet(frames: list[bytes]) -> float:
@@ -219,6 +204,7 @@ def cluster_run(
     extra: tuple[str, ...] = (),
     outputs: int | None = None,
     keep_output: str | None = None,
+    source_name: str = "alphabet",
 ) -> dict[str, Any]:
     """One timed run: a receiver subprocess, a cluster of ``len(frames_paths)`` workers
     running `app`, and one sender subprocess per worker, each sending its file to that
@@ -259,7 +245,7 @@ def cluster_run(
             raise BenchError(f"the receiver did not start: {receiver.describe()}")
         out_port = int(receiver.listening.rsplit(":", 1)[1])
         cluster = Cluster(
-            app, workers, [out_port], source_name="alphabet", log_dir=log_dir, extra=extra
+            app, workers, [out_port], source_name=source_name, log_dir=log_dir, extra=extra
         )
         say(f"starting {workers} worker(s) (control {HOST}:{cluster.control})")
         try:
@@ -310,6 +296,9 @@ def cluster_run(
             "seconds": round(seconds, 4),
             "rate": round(messages / seconds, 1) if seconds > 0 else 0.0,
             "cpu_us_per_record": round(1e6 * cpu / messages, 3),
+            "outputs": expected,
+            "output_rate": round(expected / seconds, 1) if seconds > 0 else 0.0,
+            "cpu_us_per_output": round(1e6 * cpu / expected, 3) if expected else 0.0,
             "receive_span": got.get("seconds"),
         }
     finally:
@@ -342,6 +331,105 @@ NO_AUTH = -2  # key of the one-worker run with cluster authentication off
 BAR_AUTH_COST = 0.05  # sealing every message between actors: at most this much slower
 
 
+class AppSpec:
+    """What the bench needs to know of an app: its file, source, data, baseline loop
+    and Bytewax flow, and how to tell that outputs are right."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        if name == "alphabet":
+            self.path = alphabet_app()
+            self.source = "alphabet"
+        else:
+            self.path = example_app("word_count")
+            self.source = "word count"
+
+    def frames(self, messages: int) -> list[bytes]:
+        if self.name == "alphabet":
+            return alphabet_frames(messages, SEED)
+        return [frame(line.encode()) for line in word_lines(messages, SEED)]
+
+    def loop(self, data: bytes) -> tuple[list[bytes], dict[str, int], list[int] | None]:
+        """The plain loop: outputs, final totals, and each output's input (None: one each)."""
+        if self.name == "alphabet":
+            out, totals = alphabet_loop(data)
+            return out, totals, None
+        return word_count_loop(data)
+
+    def want(self, frames: list[bytes]) -> dict[str, int]:
+        """Final totals computed independently of the loop (gen's own functions)."""
+        if self.name == "alphabet":
+            return alphabet_totals(frames)
+        return word_counts(f[4:].decode() for f in frames)
+
+    def bytewax(self, frames: list[bytes]) -> tuple[float, list[bytes]]:
+        if self.name == "alphabet":
+            return bytewax_baseline.alphabet(frames)
+        return bytewax_baseline.word_count(frames)
+
+
+def example_app(module: str) -> str:
+    app = Path(actorflow.__file__).resolve().parent / "examples" / f"{module}.py"
+    if not app.is_file():
+        raise BenchError(f"cannot find the example app {app} (reinstall actorflow)")
+    return str(app)
+
+
+def last_totals(outputs: list[bytes]) -> dict[str, int]:
+    """The last total per key of framed ``key => total`` output lines."""
+    last: dict[str, int] = {}
+    for out in outputs:
+        key, _, total = out[4:].decode().partition(" => ")
+        last[key] = int(total)
+    return last
+
+
+def word_count_loop(data: bytes) -> tuple[list[bytes], dict[str, int], list[int]]:
+    """Word count as one plain loop: split frames, decode, split into words with the
+    app's own function, count, encode each output. Also returns each output's line."""
+    from actorflow.examples.word_count import split
+
+    words_of = split.func
+    unpack_header = struct.Struct(">I").unpack_from
+    pack = struct.pack
+    counts: dict[str, int] = {}
+    out: list[bytes] = []
+    inputs: list[int] = []
+    append = out.append
+    pos = 0
+    end = len(data)
+    line_no = 0
+    while end - pos >= 4:
+        size = unpack_header(data, pos)[0]
+        start = pos + 4
+        pos = start + size
+        for word in words_of(data[start:pos].decode()):
+            n = counts.get(word, 0) + 1
+            counts[word] = n
+            line = f"{word} => {n}\n".encode()
+            append(pack(">I", len(line)) + line)
+            inputs.append(line_no)
+        line_no += 1
+    return out, counts, inputs
+
+
+def bench_bytewax(spec: AppSpec, frames: list[bytes], repeat: int, say: Any) -> float | str:
+    """Best seconds of Bytewax over `frames` (checked like the loop), or why it was skipped."""
+    why = bytewax_baseline.available()
+    if why:
+        say(f"Bytewax skipped: {why}")
+        return why
+    want = spec.want(frames)
+    best = float("inf")
+    for i in range(repeat):
+        seconds, out = spec.bytewax(frames)
+        if last_totals(out) != want:
+            raise BenchError("the Bytewax run computed wrong totals")
+        say(f"Bytewax {i + 1}/{repeat}: {seconds:.3f} s ({len(frames) / seconds:,.0f} msg/s)")
+        best = min(best, seconds)
+    return best
+
+
 def bench_alphabet(
     messages: int,
     repeat: int,
@@ -352,12 +440,21 @@ def bench_alphabet(
     auth: bool = False,
     bytewax: bool = False,
     keep_output: str | None = None,
+    app: str = "alphabet",
+    latency: bool = False,
+    memory: int = 0,
+    slow_rate: float = 0.0,
+    paced_rate: float = 0.0,
 ) -> dict[str, Any]:
     """Measure the baseline and the cluster on 1 worker (and on `workers`, if more; and
     with checkpoints off, if `checkpoints`), best of `repeat` each, in this run; with
     `bytewax`, the same app in Bytewax in one process too. ``keep_output``: a folder
-    where every run's receiver writes its outputs (``run{i}-{n}workers.out``)."""
-    app = alphabet_app()
+    where every run's receiver writes its outputs (``run{i}-{n}workers.out``).
+    ``latency``: also source-to-receiver latency of one worker at half its best rate
+    (``paced_rate``: at that rate instead) and at the maximal rate; ``memory``: also the
+    RSS of one worker's processes while a receiver reading ``slow_rate`` outputs/s takes
+    ``memory`` messages."""
+    spec = AppSpec(app)
     work = tempfile.mkdtemp(prefix="actorflow-bench-")
     failed = False
     sizes = sorted(
@@ -366,25 +463,35 @@ def bench_alphabet(
         | ({HUB_DOWN} if hub_down else set())
         | ({NO_AUTH} if auth else set())
     )
+    extra_results: dict[str, Any] = {}
     try:
-        say(f"generating {messages:,} alphabet messages (seed {SEED})")
-        frames = alphabet_frames(messages, SEED)
+        say(f"generating {messages:,} {app} messages (seed {SEED})")
+        frames = spec.frames(messages)
         files: dict[int, list[str]] = {}
         for n in sizes:  # each worker's source gets every n-th frame
             files[n] = []
             for i in range(max(n, 1)):
-                path = os.path.join(work, f"alphabet-{n}-{i}.frames")
+                path = os.path.join(work, f"{app}-{n}-{i}.frames")
                 with open(path, "wb") as f:
                     f.write(b"".join(frames[i :: max(n, 1)]))
                 files[n].append(path)
+        data = b"".join(frames)
         baseline = []
+        want = spec.want(frames)
+        expected: list[bytes] = []
+        out_input: list[int] | None = None
         for i in range(repeat):
-            baseline.append(baseline_alphabet(frames))
+            start = time.perf_counter()
+            expected, totals, out_input = spec.loop(data)
+            baseline.append(time.perf_counter() - start)
+            if totals != want or last_totals(expected) != want:
+                raise BenchError("the baseline loop computed wrong totals")
             say(
                 f"baseline {i + 1}/{repeat}: {baseline[-1]:.3f} s "
                 f"({messages / baseline[-1]:,.0f} msg/s)"
             )
-        bytewax_seconds = bytewax_alphabet(frames, repeat, say) if bytewax else None
+        outputs = len(expected)
+        bytewax_seconds = bench_bytewax(spec, frames, repeat, say) if bytewax else None
         if keep_output:
             os.makedirs(keep_output, exist_ok=True)
         del frames
@@ -404,12 +511,14 @@ def bench_alphabet(
                 elif n == NO_AUTH:
                     extra = ("--no-cluster-auth",)
                 run = cluster_run(
-                    app,
+                    spec.path,
                     files[n],
                     messages,
                     log_dir=os.path.join(work, f"run{i + 1}-{n}workers"),
                     say=lambda m, i=i, label=label: say(f"{label}, run {i + 1}/{repeat}: {m}"),
                     extra=extra,
+                    outputs=outputs,
+                    source_name=spec.source,
                     keep_output=(
                         os.path.join(keep_output, f"run{i + 1}-{n}workers.out")
                         if keep_output
@@ -423,6 +532,34 @@ def bench_alphabet(
                 )
                 if n not in best or run["seconds"] < best[n]["seconds"]:
                     best[n] = run
+        if latency:
+            from actorflow.tools.bench_latency import latency_runs
+
+            extra_results["latency"] = latency_runs(
+                spec,
+                files[1][0],
+                data,
+                expected,
+                out_input,
+                2 * paced_rate if paced_rate else best[1]["rate"],
+                work,
+                say,
+            )
+        if memory:
+            from actorflow.tools.bench_latency import memory_run
+
+            extra_results["memory"] = memory_run(
+                spec,
+                data,
+                memory,
+                messages,
+                outputs,
+                out_input,
+                sum(len(o) for o in expected),
+                slow_rate,
+                work,
+                say,
+            )
     except BenchError:
         failed = True
         raise
@@ -440,22 +577,26 @@ def bench_alphabet(
     one = best[1]
     ratio = one["rate"] / base_rate if base_rate > 0 else 0.0
     result = {
-        "app": "alphabet",
+        "app": app,
         "messages": messages,
+        "outputs": outputs,
         "workers": workers,
         "repeat": repeat,
         "baseline_seconds": round(base_seconds, 4),
         "baseline_rate": round(base_rate, 1),
         "cluster_seconds": one["seconds"],
         "cluster_rate": one["rate"],
+        "cluster_output_rate": one["output_rate"],
         "ratio": round(ratio, 4),
         "received": one["received"],
         "cpu_us_per_record": one["cpu_us_per_record"],
+        "cpu_us_per_output": one["cpu_us_per_output"],
         "bars": {
-            "rate_150k": one["rate"] >= BAR_RATE,
+            "rate_150k": (one["output_rate"] if app == "word_count" else one["rate"]) >= BAR_RATE,
             "ratio_0.2": ratio >= BAR_RATIO,
         },
         "runs": best,
+        **extra_results,
     }
     if workers > 1:
         many = best[workers]
@@ -529,9 +670,28 @@ def print_table(result: dict[str, Any]) -> None:
             f"  CPU per record, {w} workers {result['multi_cpu_us_per_record']:>8.2f} us"
             f"  ({result['multi_cpu_us_per_record'] / result['cpu_us_per_record']:.2f} of one)"
         )
-    print(f"  outputs received       {result['received']:>12,} of {n:,}")
+    if result.get("outputs", n) != n:
+        print(
+            f"  outputs, 1 worker      {result['cluster_output_rate']:>12,.0f} /s"
+            f"  ({result['outputs']:,} outputs; {result['cpu_us_per_output']:.2f} us CPU each)"
+        )
+    print(f"  outputs received       {result['received']:>12,} of {result.get('outputs', n):,}")
+    for lat in result.get("latency", {}).values():
+        at = f"paced at {lat['rate']:,.0f} msg/s" if lat.get("rate") else "at the maximal rate"
+        print(
+            f"  latency, 1 worker, {at}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+            f"p99.9 {lat['p99_9']:.1f} ms, max {lat['max']:.1f} ms"
+        )
+    if "memory" in result:
+        mem = result["memory"]
+        print(
+            f"  memory, 1 worker, slow receiver ({mem['output_rate']:,.0f} outputs/s, "
+            f"{mem['messages']:,} messages): peak RSS {mem['peak_rss_mb']:.0f} MB over its "
+            f"{mem['processes']} processes"
+        )
     bars = result["bars"]
-    print(f"  bar >= 150k msg/s end to end:   {met(bars['rate_150k'])}")
+    unit = "outputs/s" if result["app"] == "word_count" else "msg/s"
+    print(f"  bar >= 150k {unit} end to end: {met(bars['rate_150k'])}")
     print(f"  bar >= 0.2 of the plain loop:   {met(bars['ratio_0.2'])}")
     if "checkpoints_10pct" in bars:
         print(f"  bar checkpoints cost <= 10%:    {met(bars['checkpoints_10pct'])}")
@@ -554,16 +714,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actorflow bench", description=__doc__.splitlines()[0])
     p.add_argument(
         "app",
-        choices=["alphabet", "windows"],
-        help="the app to measure (windows: 1 s tumbling windows over 10k keys against the "
-        "same pipeline without windows)",
+        choices=["alphabet", "word_count", "windows"],
+        help="the app to measure (word_count: messages are lines of 3-12 words; windows: "
+        "1 s tumbling windows over 10k keys against the same pipeline without windows)",
     )
     p.add_argument(
         "--messages",
         type=int,
-        default=1_000_000,
+        default=None,
         metavar="N",
-        help="messages to process (default: 1000000)",
+        help="messages to process (default: 1000000; word_count: 200000 lines)",
     )
     p.add_argument(
         "--repeat",
@@ -604,6 +764,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="every run's receiver writes its outputs to a file in DIR (to check them)",
     )
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="also measure p50/p99/p99.9 latency of one worker, paced at half of its "
+        "measured rate and at the maximal rate",
+    )
+    p.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="pace the --latency run at R msg/s instead of half the measured rate",
+    )
+    p.add_argument(
+        "--memory",
+        type=int,
+        nargs="?",
+        const=5_000_000,
+        default=0,
+        metavar="N",
+        help="also measure the RSS of one worker's processes while a slow receiver takes "
+        "N messages' outputs (default N: 5000000)",
+    )
+    p.add_argument(
+        "--slow-rate",
+        type=float,
+        default=100_000.0,
+        metavar="R",
+        help="outputs per second the slow receiver of --memory reads (default: 100000)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return p
 
@@ -611,6 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     """The `actorflow bench` command."""
     args = build_parser().parse_args(argv)
+    if args.messages is None:
+        args.messages = 200_000 if args.app == "word_count" else 1_000_000
     if args.workers < 1:
         print("actorflow bench: error: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -642,6 +834,11 @@ def run(argv: list[str]) -> int:
             args.auth,
             args.bytewax,
             args.keep_output,
+            args.app,
+            args.latency,
+            args.memory,
+            args.slow_rate,
+            args.paced_rate,
         ),
         print_table,
     )

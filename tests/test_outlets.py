@@ -1,0 +1,147 @@
+"""Outlets: immediate sends on an idle link, larger batches on a busy one, and a bound
+on what is in flight, in records and in time (no cluster, no timers)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from actorflow.messages import Barrier, Batch
+from actorflow.runtime import outlets
+from actorflow.runtime.outlets import Outlet
+
+
+def make(window: int = 4, batch_size: int = 10) -> tuple[Outlet, list[Any]]:
+    sent: list[Any] = []
+    o = Outlet(lambda _target, msg: sent.append(msg), "t", 1, window, batch_size, False)
+    return o, sent
+
+
+def records(start: int, n: int) -> list[tuple[str, int]]:
+    return [("k", i) for i in range(start, start + n)]
+
+
+def test_an_idle_link_sends_a_partial_batch_at_once() -> None:
+    o, sent = make()
+    o.buf.extend(records(0, 3))
+    o.pump()
+    assert [len(b.records) for b in sent] == [3]  # no timer, no waiting for more
+
+
+def test_a_busy_link_waits_for_a_full_batch_or_an_ack() -> None:
+    o, sent = make()
+    o.buf.extend(records(0, 3))
+    o.pump()
+    o.buf.extend(records(3, 5))
+    o.pump()
+    assert len(sent) == 1  # 5 < a batch, one in flight: wait
+    o.acked()  # idle again: what there is goes at once
+    assert [b.records for b in sent[1:]] == [records(3, 5)]
+
+
+def test_a_busy_link_cuts_larger_batches_within_the_records_budget(monkeypatch) -> None:
+    monkeypatch.setattr(outlets, "LINK_SECONDS", 0.0)  # the budget in records only
+    monkeypatch.setattr(outlets, "BUSY_BATCH_FACTOR", 4)
+    o, sent = make(window=4, batch_size=10)
+    o.buf.extend(records(0, 10))
+    o.pump()  # idle: one batch
+    o.buf.extend(records(10, 70))
+    o.pump()  # busy: one larger batch, up to window * batch_size in flight
+    assert [len(b.records) for b in sent] == [10, 30]
+    assert o.in_flight_records == 40 and len(o.buf) == 40
+    o.acked()  # 10 acknowledged: room for one batch
+    assert [len(b.records) for b in sent] == [10, 30, 10]
+    o.acked()  # 30 acknowledged: a larger one again
+    assert [len(b.records) for b in sent] == [10, 30, 10, 30]
+    assert [r for b in sent for r in b.records] == records(0, 80)
+
+
+def test_the_budget_follows_the_acknowledged_rate(monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(outlets.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(outlets, "LINK_SECONDS", 0.025)
+    o, sent = make(window=8, batch_size=10)  # at most 80 in flight, never under 20
+    assert (o.min_budget, o.max_budget) == (20, 80)
+    for i in range(30):  # the target takes 10 records every 10 ms: 1000 records/s
+        o.buf.extend(records(10 * i, 10))
+        o.pump()
+        clock[0] += 0.01
+        o.acked()
+    assert o.rate == pytest.approx(1000, rel=0.01)
+    assert o.budget == 25  # 25 ms of records
+    for _ in range(30):  # now 10 records every ms: 10000 records/s, 250 in 25 ms
+        o.buf.extend(records(0, 10))
+        o.pump()
+        clock[0] += 0.001
+        o.acked()
+    assert o.budget == 80  # capped at window * batch_size
+    for _ in range(40):  # and slow again: the floor of two batches
+        o.buf.extend(records(0, 10))
+        o.pump()
+        clock[0] += 0.1
+        o.acked()
+    assert o.budget == 20
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_record_goes_once_in_order_within_the_bounds(seed: int) -> None:
+    rnd = random.Random(seed)
+    o, sent = make(window=rnd.randint(1, 6), batch_size=rnd.randint(1, 50))
+    emitted = 0
+    most = 0
+    checkpoints = 0
+    for _ in range(2000):
+        roll = rnd.random()
+        if roll < 0.5:
+            n = rnd.randint(0, 120)
+            o.buf.extend(records(emitted, n))
+            emitted += n
+            o.pump()
+        elif roll < 0.95 and o.in_flight:
+            o.acked()
+        elif roll >= 0.95:
+            checkpoints += 1
+            o.barrier(checkpoints)
+        most = max(most, o.in_flight_records)
+        assert o.in_flight <= o.window
+        batches = [m for m in sent if m.__class__ is Batch]
+        assert all(len(b.records) <= o.busy_cut for b in batches)
+    while o.in_flight or o.buf or o.sealed:
+        o.acked()
+    assert most <= o.max_budget
+    got = [r for m in sent if m.__class__ is Batch for r in m.records]
+    assert got == records(0, emitted)
+    assert [m.seq for m in sent] == list(range(1, len(sent) + 1))
+    assert sum(m.__class__ is Barrier for m in sent) == checkpoints
+
+
+def test_encoded_route_skips_and_reports_what_does_not_encode_to_bytes() -> None:
+    from actorflow.runtime.outlets import EncodedRoute
+    from actorflow.runtime.steps import ErrorLog
+
+    calls: list[Any] = []
+
+    def encode(value: Any) -> Any:
+        calls.append(value)
+        if value == "boom":
+            raise ValueError("cannot encode")
+        if value == "text":
+            return "not bytes"
+        if value == "array":
+            return bytearray(b"A")
+        return str(value).encode()
+
+    o, _ = make()
+    errors = ErrorLog("encoder", 20)
+    route = EncodedRoute(o, encode, errors)
+    values = [1, "boom", 2, "text", "array", 3, "boom", "boom", 4]
+    route.emit([("k", v) for v in values])
+    assert o.buf == [b"1", b"2", b"A", b"3", b"4"]
+    assert all(type(b) is bytes for b in o.buf)
+    assert errors.count == 4  # three that raised, one that gave a str
+    assert calls == values  # each value encoded exactly once
+    o.buf.clear()
+    route.emit([("k", v, 123) for v in (5, 6)])  # records with event times too
+    assert o.buf == [b"5", b"6"]
