@@ -575,6 +575,67 @@ def test_udp_source_into_the_redis_hash_sink(redis_server, workers, scripts):
     client.close()
 
 
+def test_udp_source_into_the_udp_sink(workers, scripts):
+    """Datagrams in, datagrams out: each committed total arrives as one datagram (at
+    least once), and the last one per letter is the total of what was sent."""
+    import ast
+    import socket
+
+    totals_port, udp_in = free_port(), free_port()
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)  # a checkpoint's burst
+    out.bind(("127.0.0.1", 0))
+    out.settimeout(0.2)
+    got: list[bytes] = []
+    reading = threading.Event()
+
+    def receive() -> None:  # at once, so the kernel drops none of a burst
+        while not reading.is_set():
+            try:
+                got.append(out.recv(65536))
+            except TimeoutError:
+                pass
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    args = worker_args(
+        free_port(),
+        free_port(),
+        "--time-between-checkpoints",
+        "0.2",
+        "--sink-connector-port",
+        str(totals_port),
+        name="votes",
+    )
+    sink = scripts("udp_sink", "totals", {"host": "127.0.0.1", "port": out.getsockname()[1]}, args)
+    sink.wait_line("listening")
+    workers(args)
+    source = scripts("udp_source", "votes", {"host": "127.0.0.1", "port": udp_in}, args)
+    source.wait_line("listening")
+    vs = votes(1_000, seed=11)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i, (letter, n) in enumerate(vs):
+        sock.sendto(f"{letter} {n}".encode(), ("127.0.0.1", udp_in))
+        if i % 100 == 99:
+            time.sleep(0.002)  # UDP drops what overflows a buffer: pace it
+    sock.close()
+    want, last = totals(vs), {}
+
+    def arrived() -> bool:
+        for datagram in list(got):
+            # The app's sink decoder gives a dict; the UDP sink sends its text.
+            row = ast.literal_eval(datagram.decode())
+            last[row["letter"]] = max(last.get(row["letter"], 0), row["total"])
+        return last == want
+
+    try:
+        assert wait_until(arrived, 30), (last, want, sink.lines, source.lines)
+    finally:
+        reading.set()
+        receiver.join(5)
+        out.close()
+
+
 def test_connector_event_times_place_records_in_windows(workers, collector):
     """Messages written with event times a second apart in 2020 (sent within
     milliseconds now) land in the windows of their event time, not of their arrival."""
