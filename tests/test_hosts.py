@@ -149,7 +149,7 @@ class TwoHostCluster:
                 s.kill()
                 s.wait(5)
         for w in reversed(self.workers):
-            if w.pgid:
+            if w.pgid and group_alive(w.pgid):
                 os.killpg(w.pgid, signal.SIGCONT)  # a test that stopped it may have failed
             if w.proc and w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGCONT)
@@ -241,3 +241,45 @@ def test_a_stopped_worker_is_fenced_and_rejoins_after_sigcont(cluster):
     cluster.wait_senders()
     assert cluster.wait_totals(want) == want
     assert victim.proc.poll() is None
+
+
+def test_a_cluster_grows_onto_another_host_and_shrinks_back(cluster):
+    """worker2 on host b joins a running one-worker cluster on host a with --join: its
+    60 partitions' state comes across the link from worker1's guard; then ``actorflow
+    shrink``, run on host b, hands them back. Totals exact through both."""
+    a, b = cluster.hosts.addresses
+    common = ["--out", f"{a}:{OUT}", "--time-between-checkpoints", "0.5"]
+    cluster.commands = [
+        ["--in", f"alphabet@{a}:7010", *common, "--control", f"{a}:{CONTROL}",
+         "--worker-count", "1", "--worker-name", "worker1",
+         "--resilience-dir", str(cluster.tmp / "r1")],
+    ]
+    cluster.start()
+    want = votes_file(cluster.tmp / "v1.bin", 21, 60_000)
+    cluster.send(0, cluster.tmp / "v1.bin", "s1")
+    joiner = WorkerProcess(
+        ALPHABET,
+        ["--in", f"alphabet@{b}:7011", *common, "--join", f"{a}:{CONTROL}",
+         "--worker-count", "2", "--worker-name", "worker2",
+         "--resilience-dir", str(cluster.tmp / "r2")],
+        log_path=str(cluster.tmp / "worker2.log"),
+        prefix=cluster.hosts.exec(1),
+    )
+    cluster.workers.append(joiner.start())
+    joiner.wait_ready(60)
+    status = cluster.wait_state(lambda s: s["worker_count"] == 2 and s["rescale"] is None)
+    assert status["last_rescale"]["moves"] == {"worker1->worker2": 60}, status["last_rescale"]
+    assert cluster.senders[0].poll() is None, "the sender finished before the grow was done"
+    shrink = subprocess.run(
+        [*cluster.hosts.exec(1), sys.executable, "-m", "actorflow", "shrink", "--control",
+         f"{a}:{CONTROL}", "--workers", "worker2", "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert shrink.returncode == 0, shrink.stderr + cluster.logs()
+    assert joiner.proc.wait(30) == 0, joiner.log()
+    cluster.wait_senders()
+    assert cluster.wait_totals(want) == want
+    status = cluster.status(0)
+    assert status["worker_names"] == ["worker1"] and status["table_version"] == 2

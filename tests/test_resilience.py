@@ -502,13 +502,15 @@ def test_a_failing_checkpoint_is_reported_and_processing_goes_on(runs, tmp_path,
     monkeypatch.setenv("PYTHONPATH", f"{APPS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     run = runs(1, app=str(app))
     run.cluster.start()
-    for seed in (1, 2):  # before and after the first failed checkpoint
+    completed = []  # the last completed checkpoint once one failed (one may complete
+    for seed in (1, 2):  # before the first record reaches the state step: no state yet)
         frames = alphabet_frames(3_000, seed=seed)
         send("127.0.0.1", run.cluster.inputs[0], frames, log=None)
-        wait_status(run, lambda s: s["last_checkpoint_failure"])
+        failed = wait_status(run, lambda s: s["last_checkpoint_failure"])
+        completed.append(failed["last_checkpoint"])
     assert run.out.wait_for(6_000, 30), run.out.receiver.messages
     status = query_status(("127.0.0.1", run.cluster.control))
-    assert status["processing_messages"] and status["last_checkpoint"] == 0
+    assert status["processing_messages"] and status["last_checkpoint"] == completed[0] <= 1
     assert "cannot be pickled" in status["last_checkpoint_failure"] or (
         "pickle" in status["last_checkpoint_failure"]
     )
