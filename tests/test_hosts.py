@@ -169,9 +169,11 @@ def cluster(tmp_path) -> Iterator[TwoHostCluster]:
         c = TwoHostCluster(hosts, tmp_path)
         yield c
     finally:
-        if c is not None:
-            c.stop()
-        hosts.remove()
+        try:
+            if c is not None:
+                c.stop()
+        finally:
+            hosts.remove()  # even if stopping failed: no namespace outlives the test
 
 
 def test_two_hosts_form_a_cluster_that_listens_only_on_their_addresses(cluster):
