@@ -10,9 +10,9 @@ half-written file that the next start would trust.
 - ``.checkpoint.json`` (initializer): the last completed checkpoint, the epoch of
   the current placement, and the owner tables (current, and at that checkpoint);
   ``.actors.pickle``: the addresses of the placed actors.
-- ``.<stage>.cp<N>.state``: a state actor's per-key state at checkpoint N, grouped by
-  partition (pickle; see :mod:`actorflow.runtime.partitions`), so that after a grow or
-  shrink any worker can load any partition of it (through this worker's guard);
+- ``.<stage>.cp<N>.state``: a state actor's per-key state at checkpoint N (pickle),
+  split by partition when read (see :mod:`actorflow.runtime.partitions`), so that after
+  a grow or shrink any worker can load any partition of it (through this worker's guard);
   ``.<stage>.cp<N>.offsets``: a source's per-stream offsets at checkpoint N (JSON).
 """
 

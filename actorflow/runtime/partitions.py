@@ -1,14 +1,16 @@
 """Keyed state by partition: what a checkpoint stores, and where a restore finds it.
 
-A state actor holds its keys in one dict (the per-record path stays one lookup);
-its snapshot groups them by partition, so that after a grow or shrink each
-partition's state can go to its new owner: the new owner of partition p reads p
-from the snapshot of the worker that owned p at the checkpoint it restores
-(its own file, or that worker's guard, which reads its file for it).
+A state actor holds its keys in one dict (the per-record path stays one lookup)
+and a checkpoint writes that dict as it is (no hashing per checkpoint). A restore
+splits it by partition, so that after a grow or shrink each partition's state can
+go to its new owner: the new owner of partition p reads p from the snapshot of the
+worker that owned p at the checkpoint it restores (its own file, or that worker's
+guard, which reads its file for it).
 
-A snapshot is ``{"format": 2, "partitions": {p: {key: state}}, **extra}``; a step's
-scalars (a window step's watermark and closed time) travel in ``extra``. Files of
-format 1 (a plain ``{key: state}``) are read as the partitions of their one owner.
+What a restore takes is ``{"format": 2, "partitions": {p: {key: state}}, **extra}``;
+a step's scalars (a window step's watermark and closed time) travel in ``extra``.
+A file holds a plain ``{key: state}`` (a window step: its keys under ``"keys"``),
+split with the step's partition count when read; a format-2 dict is taken as is.
 
 >>> index = PartitionIndex(4)
 >>> snap = snapshot({"a": 1, "b": 2, "c": 3}, index)

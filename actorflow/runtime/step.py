@@ -14,7 +14,7 @@ from actorflow.messages import (
     PartitionSource,
 )
 from actorflow.resilience import checkpoint_file, read_snapshot, write_snapshot
-from actorflow.runtime.partitions import PartitionIndex, merge, pick, snapshot
+from actorflow.runtime.partitions import PartitionIndex, merge, pick
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog, KeyedState, run_ops, stateless_ops
 from actorflow.runtime.windows import Windows, windows_for
@@ -57,12 +57,11 @@ class StateActor(StageActor):
     """Runs one state computation, or one window step, for the partitions this worker owns.
 
     At each checkpoint barrier it writes its per-key state (for a window step: the
-    open windows and how far they have fired), grouped by partition, to the
-    resilience folder (atomically, before the barrier goes on). A new placement
-    restores it from the last completed checkpoint: each partition from the
-    snapshot of the worker that owned it then (after a grow or shrink, another
-    worker's, fetched through that worker's guard), and answers Configured once
-    it has them all.
+    open windows and how far they have fired) to the resilience folder (atomically,
+    before the barrier goes on). A new placement restores it from the last completed
+    checkpoint: each partition from the snapshot of the worker that owned it then
+    (after a grow or shrink, another worker's, fetched through that worker's guard),
+    and answers Configured once it has them all.
     """
 
     kind = "state"
@@ -168,12 +167,12 @@ class StateActor(StageActor):
     def checkpoint(self, checkpoint: int) -> None:
         files = self.config.files if self.config else None
         if files is not None:
+            # Written as held: a reader splits it by partition (partitions.pick), so a
+            # checkpoint costs no hashing of keys.
             if self.windows is not None:
-                scalars = self.windows.snapshot()
-                keys = scalars.pop("keys")
-                data = snapshot(keys, self.index, **scalars, watermark=self.watermark.value)
+                data = {**self.windows.snapshot(), "watermark": self.watermark.value}
             else:
-                data = snapshot(self.state.states, self.index)
+                data = self.state.states
             write_snapshot(files.snapshot(self.stage_id, checkpoint), data)
 
     def on_checkpoint_done(self, checkpoint: int) -> None:
