@@ -93,17 +93,8 @@ class ConnectorSinkActor(SinkActor):
         if not self.connector:
             super().on_watch(ready)
             return
-        if self.sock is None or self.sock.fileno() not in ready:
-            return
-        try:
-            data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.disconnect(str(exc))
-            return
+        data = self.receive(ready, 65536, "connector")
         if not data:
-            self.disconnect("closed by the connector")
             return
         try:
             for kind, body in self.splitter.feed(data):

@@ -18,7 +18,7 @@ from actorflow.api import EventTime
 from actorflow.connectors import protocol as p
 from actorflow.connectors.client import check_cookie
 from actorflow.experimental import SourceConnectorConfig
-from actorflow.runtime.source import GARBAGE_RUN, READ_SIZE, SourceActor, _Connection
+from actorflow.runtime.source import GARBAGE_RUN, SourceActor, _Connection
 from actorflow.runtime.watermarks import SourceClock
 
 log = logging.getLogger("actorflow.source")
@@ -62,15 +62,8 @@ class ConnectorSourceActor(SourceActor):
         if not self.connector:
             super().read(conn)
             return
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.close(conn, f"read failed: {exc}")
-            return
+        data = self.receive(conn, "connector")
         if not data:
-            self.close(conn, "closed by the connector")
             return
         link = self.links.setdefault(conn.sock.fileno(), _Link(self._limit() + 64))
         started = time.monotonic()

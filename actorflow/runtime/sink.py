@@ -194,18 +194,23 @@ class SinkActor(StageActor):
                 head[0] -= n
                 n = 0
 
-    def on_watch(self, ready: list[int]) -> None:
+    def receive(self, ready: list[int], size: int, peer: str) -> bytes:
+        """What the peer sent, if its socket is ready; b"" otherwise or once it is gone."""
         if self.sock is None or self.sock.fileno() not in ready:
-            return
+            return b""
         try:
-            data = self.sock.recv(4096)
+            data = self.sock.recv(size)
         except (BlockingIOError, InterruptedError):
-            return
+            return b""
         except OSError as exc:
             self.disconnect(str(exc))
-            return
+            return b""
         if not data:
-            self.disconnect("closed by the receiver")
+            self.disconnect(f"closed by the {peer}")
+        return data
+
+    def on_watch(self, ready: list[int]) -> None:
+        self.receive(ready, 4096, "receiver")  # a receiver sends nothing: only its close
 
     def on_wakeup(self, payload: Any) -> None:
         if self.retired:

@@ -367,16 +367,22 @@ class SourceActor(StageActor):
             self.connections_total += 1
             log.info("source %r: connection from %s", self.source_name, peer)
 
-    def read(self, conn: _Connection) -> None:
+    def receive(self, conn: _Connection, peer: str) -> bytes:
+        """What ``conn`` has for us now; b"" (the connection closed) if it is gone."""
         try:
             data = conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return b""
         except OSError as exc:
             self.close(conn, f"read failed: {exc}")
-            return
+            return b""
         if not data:
-            self.close(conn, "closed by the sender")
+            self.close(conn, f"closed by the {peer}")
+        return data
+
+    def read(self, conn: _Connection) -> None:
+        data = self.receive(conn, "sender")
+        if not data:
             return
         if not conn.greeted:
             data = self.greet(conn, data)
