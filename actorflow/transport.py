@@ -228,9 +228,7 @@ def start_worker_system(capabilities: dict, log_defs: dict) -> ActorSystem:
     return ActorSystem(systemBase=base, capabilities=caps, transientUnique=True)
 
 
-def connect_to_admin(
-    host: str, port: int, timeout: float, local: str | None = None
-) -> ActorSystem:
+def connect_to_admin(host: str, port: int, timeout: float, local: str | None = None) -> ActorSystem:
     """A client of the admin at ``host:port``; ClusterError if it does not answer in time.
 
     The client listens for answers on ``local``: by default this host's address on the

@@ -54,6 +54,7 @@ from actorflow.messages import (
     StatusQuery,
 )
 from actorflow.metrics.report import Histogram
+from actorflow.runtime.collector import tune_collector
 from actorflow.runtime.outlets import Outlet, build_routes
 from actorflow.runtime.steps import ErrorLog
 from actorflow.runtime.watermarks import InputWatermarks, StageWatermark
@@ -219,6 +220,7 @@ class StageActor(PlacedActor):
             self.serialize = serialize
             self.wire_routes(cfg)
             self.setup()
+            tune_collector()
             if self.timed and cfg.inputs and self.kind != "sink":
                 self.wakeupAfter(WATERMARK_CHECK_EVERY, "watermarks")
             if cfg.metrics is not None:
