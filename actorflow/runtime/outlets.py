@@ -79,7 +79,7 @@ class Outlet:
         self.dropped = 0
         self.in_flight = 0
         self.in_flight_records = 0  # records in the messages in flight
-        self.flight: deque = deque()  # records per message in flight, oldest first
+        self.flight: deque = deque()  # (seq, records) per message in flight, oldest first
         self.busy_cut = batch_size * max(1, BUSY_BATCH_FACTOR)
         self.budget = batch_size * window  # records in flight at most, on a busy link
         self.max_budget = self.budget
@@ -180,7 +180,7 @@ class Outlet:
             count = msg.count
             self.sent_records += count
             self.sent_batches += 1
-        self.flight.append(count)
+        self.flight.append((msg.seq, count))
         self.in_flight_records += count
         self.send(self.target, msg)
 
@@ -240,11 +240,16 @@ class Outlet:
         self.sealed.append(Barrier(self.link, self.seq, checkpoint, self.epoch))
         self.pump()
 
-    def acked(self) -> None:
-        self.in_flight -= 1
+    def acked(self, seq: int | None = None) -> None:
+        """The target has handled message ``seq`` and every one before it (None: the
+        oldest in flight)."""
         now = time.monotonic()
-        if self.flight:
-            count = self.flight.popleft()
+        flight = self.flight
+        if seq is None and flight:
+            seq = flight[0][0]
+        while flight and flight[0][0] <= seq:
+            count = flight.popleft()[1]
+            self.in_flight -= 1
             self.in_flight_records -= count
             if count and LINK_SECONDS > 0:
                 self._rated(count, now)

@@ -3,8 +3,10 @@ checkpoint barriers, retirement and status.
 
 A stage acknowledges an input batch once it has handled it, unless one of its
 outlets holds a whole batch it may not send yet; then the acknowledgement waits
-until the outlet drains. Upstream windows are small, so every buffer on the way
-is bounded and a slow sink slows the source down.
+until the outlet drains. Acknowledgements are cumulative: a link's batches handled
+in one pass of the actor's loop get one, sent once the pass is over. Upstream
+windows are small, so every buffer on the way is bounded and a slow sink slows the
+source down.
 
 Checkpoints follow Chandy-Lamport with aligned barriers: when a barrier arrives
 on an input link, that link is held (its batches wait, unacknowledged) until the
@@ -111,7 +113,9 @@ class StageActor(PlacedActor):
         self.epoch = 0
         self.routes: list = []
         self.outlets: dict[int, Outlet] = {}
-        self.deferred: list[tuple[Any, Ack]] = []
+        self.deferred: list[tuple[Any, Ack]] = []  # sinks: acknowledgements held back
+        self.acks_due: dict[tuple[str, int], tuple[Any, Ack]] = {}  # per link, the newest
+        self.acks_pending = False  # a wakeup will send acks_due
         self.records_in = 0
         self.batches_in = 0
         self.error_logs: list[ErrorLog] = []
@@ -151,7 +155,11 @@ class StageActor(PlacedActor):
             elif cls is WatchMessage:
                 self.on_watch(msg.ready)
             elif cls is WakeupMessage:
-                if msg.payload == "metrics":
+                if msg.payload == "acks":
+                    self.acks_pending = False
+                    if not self.backlogged():
+                        self.send_acks()
+                elif msg.payload == "metrics":
                     self.report_metrics()
                 elif msg.payload == "owners":
                     self.check_owners()
@@ -311,7 +319,7 @@ class StageActor(PlacedActor):
             held.append((msg, sender))
             return
         if msg.__class__ is Barrier:
-            self.send(sender, Ack(msg.link, msg.seq))
+            self.ack_later(link, sender, Ack(msg.link, msg.seq))
             self.on_barrier(link, msg.checkpoint)
         elif msg.__class__ is Batch:
             self.on_batch(msg, sender)
@@ -399,10 +407,19 @@ class StageActor(PlacedActor):
                 msg.seq,
                 traceback.format_exc(),
             )
-        ack = Ack(msg.link, msg.seq)
-        if self.backlogged():
-            self.deferred.append((sender, ack))
-        else:
+        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq))
+
+    def ack_later(self, link: tuple[str, int], sender: Any, ack: Ack) -> None:
+        """Acknowledge ``ack``'s batch, and every earlier one of its link, once this pass
+        over the incoming messages is over and no outlet is backlogged."""
+        self.acks_due[link] = (sender, ack)
+        if not self.acks_pending:
+            self.acks_pending = True
+            self.wakeupAfter(timedelta(0), "acks")
+
+    def send_acks(self) -> None:
+        due, self.acks_due = self.acks_due, {}
+        for sender, ack in due.values():
             self.send(sender, ack)
 
     def process(self, records: list) -> list:
@@ -502,12 +519,14 @@ class StageActor(PlacedActor):
     def on_ack(self, msg: Ack) -> None:
         o = self.outlets.get(msg.link)
         if o is not None:
-            o.acked()
+            o.acked(msg.seq)
         if not self.backlogged():
             self.release()
 
     def release(self) -> None:
         """Send the acknowledgements held back while backlogged."""
+        if self.acks_due and not self.acks_pending:
+            self.send_acks()
         if self.deferred:
             held, self.deferred = self.deferred, []
             for sender, ack in held:
@@ -559,7 +578,7 @@ class StageActor(PlacedActor):
             "batches_out": sum(o.sent_batches for o in self.outlets.values()),
             "errors": sum(e.count for e in self.error_logs),
             "buffered": sum(o.backlog for o in self.outlets.values()),
-            "held_acks": len(self.deferred),
+            "held_acks": len(self.deferred) + (0 if self.acks_pending else len(self.acks_due)),
             "reordered": self.reordered,
             "stale_dropped": self.stale_dropped,
             "dropped_for_lost_owners": sum(o.dropped for o in self.outlets.values()),

@@ -223,6 +223,11 @@ def _read_controls(sock: socket.socket, buf: bytearray, wait: float) -> list[dic
         if not data:
             raise SendError("the source closed the connection")
         buf += data
+    return _controls(buf)
+
+
+def _controls(buf: bytearray) -> list[dict[str, Any]]:
+    """The complete control frames at the front of ``buf``, taken out of it."""
     out = []
     while buf:
         try:
@@ -234,6 +239,24 @@ def _read_controls(sock: socket.socket, buf: bytearray, wait: float) -> list[dic
         del buf[:end]
         out.append(message)
     return out
+
+
+def _last_words(sock: socket.socket, buf: bytearray) -> str | None:
+    """Where a source that reset the connection said the stream moves, if it did: a
+    leaving worker's source sends that notice, then closes with our data unread, and
+    the reset can reach a blocked write first. What came before the reset is still
+    readable."""
+    try:
+        sock.setblocking(False)
+        while data := sock.recv(65536):
+            buf += data
+    except OSError:
+        pass
+    try:
+        moved = [m["moved"] for m in _controls(buf) if "moved" in m]
+    except SendError:
+        return None
+    return str(moved[-1]) if moved else None
 
 
 class _Moved(Exception):
@@ -354,6 +377,14 @@ def send_acked(
                 raise
             if isinstance(exc, SendError) and str(exc).startswith("no acknowledgement"):
                 raise
+            moved_to = _last_words(sock, buf)
+            if moved_to:  # the leaving source's notice came just before its reset
+                if log is not None:
+                    log(f"stream {stream!r} moves from {format_address(host, port)} to {moved_to}")
+                new_host, _, new_port = moved_to.rpartition(":")
+                host, port = new_host, int(new_port)
+                reconnects += 1
+                continue
             reconnects += 1
             if log is not None:
                 log(
