@@ -92,6 +92,13 @@ def worker_parser(
     p.add_argument("--window", type=int, default=Settings.window, help="batches in flight per link")
     p.add_argument("--partitions", type=int, default=Settings.partitions, help="per state step")
     p.add_argument(
+        "--state-actors",
+        type=int,
+        default=Settings.state_actors,
+        help="actors per worker for each partitioned state step, each with its share of "
+        "the worker's partitions (more cores for one step; fixed for the cluster's life)",
+    )
+    p.add_argument(
         "--max-frame-size", type=int, default=Settings.max_frame_size, help="bytes per input frame"
     )
     p.add_argument(
@@ -206,6 +213,7 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         ("--batch-size", ns.batch_size),
         ("--window", ns.window),
         ("--partitions", ns.partitions),
+        ("--state-actors", ns.state_actors),
         ("--max-frame-size", ns.max_frame_size),
         ("--sink-buffer", ns.sink_buffer),
     ):
@@ -215,6 +223,7 @@ def parse_worker_args(argv: Sequence[str], app: str | None = None) -> WorkerConf
         batch_size=ns.batch_size,
         window=ns.window,
         partitions=ns.partitions,
+        state_actors=ns.state_actors,
         max_frame_size=ns.max_frame_size,
         sink_buffer=ns.sink_buffer,
         checkpoint_every=ns.time_between_checkpoints,

@@ -130,6 +130,7 @@ class PartitionSource:
     guard: Any
     files: Any  # resilience.WorkerFiles of that worker
     partitions: tuple[int, ...]
+    stage_id: str = ""  # the state actor (lane) whose snapshot it is ("": the asker's)
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,41 @@ def rebalance(table: Sequence[str], workers: Sequence[str]) -> tuple[str, ...]:
 def moved(old: Sequence[str], new: Sequence[str]) -> dict[int, tuple[str, str]]:
     """``{partition: (old owner, new owner)}`` for the partitions that change owner."""
     return {p: (a, b) for p, (a, b) in enumerate(zip(old, new, strict=True)) if a != b}
+
+
+def lane_id(stage_id: str, lane: int) -> str:
+    """The plan stage id of lane ``lane`` of a partitioned state step (lane 0: the step's
+    own id).
+
+    >>> lane_id("state3", 0), lane_id("state3", 2)
+    ('state3', 'state3~2')
+    """
+    return stage_id if lane == 0 else f"{stage_id}~{lane}"
+
+
+def deal(partitions: Sequence[int], lanes: int, lane: int) -> tuple[int, ...]:
+    """The partitions of one worker that its state actor ``lane`` of ``lanes`` holds:
+    dealt in turn, so each lane has its share, whatever the worker owns.
+
+    >>> deal((7, 1, 4, 9, 2), 2, 0), deal((7, 1, 4, 9, 2), 2, 1)
+    ((1, 4, 9), (2, 7))
+    """
+    return tuple(sorted(partitions)[lane::lanes])
+
+
+def holders(table: Sequence[str], lanes: int) -> dict[int, tuple[str, int]]:
+    """``{partition: (worker, lane)}``: which state actor holds each partition of an
+    owner table, when each worker runs ``lanes`` of them.
+
+    >>> sorted(holders(("a", "b", "a", "a"), 2).items())
+    [(0, ('a', 0)), (1, ('b', 0)), (2, ('a', 1)), (3, ('a', 0))]
+    """
+    mine: dict[str, list[int]] = {}
+    for p, w in enumerate(table):
+        mine.setdefault(w, []).append(p)
+    found: dict[int, tuple[str, int]] = {}
+    for w, parts in mine.items():
+        for lane in range(lanes):
+            for p in deal(parts, lanes, lane):
+                found[p] = (w, lane)
+    return found

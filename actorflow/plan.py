@@ -23,7 +23,7 @@ from typing import Any
 
 from actorflow.api import Application, GenSourceConfig, StateComputation, WindowStep
 from actorflow.messages import Route
-from actorflow.partitioning import DEFAULT_PARTITIONS, owners
+from actorflow.partitioning import DEFAULT_PARTITIONS, deal, holders, lane_id, owners
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Settings:
     batch_size: int = 4000  # records per batch, at most (see benchmarks: larger is faster)
     window: int = 4  # unacknowledged batches per link, at most
     partitions: int = DEFAULT_PARTITIONS  # per keyed state step
+    state_actors: int = 1  # actors per worker for each keyed state step (its lanes)
     max_frame_size: int = 1 << 20  # a source closes a connection announcing more
     sink_buffer: int = 4 << 20  # bytes a sink holds while its receiver is away
     reconnect_max: float = 2.0  # seconds between sink reconnect attempts, at most
@@ -51,6 +52,13 @@ class PlanStage:
     inputs: tuple[str, ...] = ()
     sink_index: int = 0  # sink: which config of the sink stage
     keyed: bool = False  # state: partitioned by key, else a single instance
+    lane: int = 0  # keyed state: which of the step's ``lanes`` actors per worker this is
+    lanes: int = 1
+
+    @property
+    def group(self) -> str:
+        """The state step's own id, shared by its lanes (owner tables are kept by it)."""
+        return self.id.partition("~")[0] if self.lane else self.id
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,10 @@ class Plan:
         return [s for s in self.stages if stage_id in s.inputs]
 
 
-def compile_plan(app: Application) -> Plan:
-    """Coalesce the app graph into plan stages."""
+def compile_plan(app: Application, state_actors: int = 1) -> Plan:
+    """Coalesce the app graph into plan stages; each partitioned state step gets
+    ``state_actors`` lanes (plan stages ``stateN``, ``stateN~1``, ...), each placed on
+    every owner worker with its share of that worker's partitions."""
     child_count = {s.id: 0 for s in app.stages}
     for s in app.stages:
         for p in s.parents:
@@ -116,7 +126,14 @@ def compile_plan(app: Application) -> Plan:
                 router = add("router", s.id, f"route to {s.name}", out[parent])
                 stages[router] = replace(stages[router], app_stages=())  # routes only
             keyed[s.id] = keyed[parent]
-            out[s.id] = [add("state", s.id, s.name, [router], keyed=keyed[s.id])]
+            state = add("state", s.id, s.name, [router], keyed=keyed[s.id])
+            count = state_actors if keyed[s.id] else 1
+            stages[state] = replace(stages[state], lanes=count)
+            for lane in range(1, count):
+                stages[lane_id(state, lane)] = replace(
+                    stages[state], id=lane_id(state, lane), lane=lane
+                )
+            out[s.id] = [lane_id(state, lane) for lane in range(count)]
         else:  # a stateless step: to, key_by, collect
             keyed[s.id] = {"key_by": True, "collect": False}.get(s.kind, keyed[parent])
             chain = open_chain(parent)
@@ -193,6 +210,14 @@ def place(
             default = workers[:1] if isinstance(spec, GenSourceConfig) else workers
             on = set((source_workers or {}).get(st.name, default))
             placed += [PlacedStage(st, w) for w in workers if w in on]
+        elif st.kind == "state" and st.lane:  # the lanes of a step share its table
+            table = part_owners[st.group]
+            on = set()
+            for w in workers:
+                mine = deal([p for p, o in enumerate(table) if o == w], st.lanes, st.lane)
+                if mine and fed:
+                    placed.append(PlacedStage(st, w, mine))
+                    on.add(w)
         elif st.kind == "state":
             given = (tables or {}).get(st.id)
             if given is not None and set(given) <= set(workers):
@@ -206,7 +231,7 @@ def place(
             part_owners[st.id] = table
             on = set()
             for w in workers:
-                mine = tuple(p for p, o in enumerate(table) if o == w)
+                mine = deal([p for p, o in enumerate(table) if o == w], st.lanes, 0)
                 if mine and fed:  # routers anywhere reach every owner
                     placed.append(PlacedStage(st, w, mine))
                     on.add(w)
@@ -226,8 +251,13 @@ def wire(
         mine = []
         for nxt in plan.outputs(p.stage.id):
             if nxt.kind == "state":
+                if nxt.lane:
+                    continue  # one route to all the lanes of the step, with lane 0
                 table = placement.owners[nxt.id]
-                targets = tuple(addresses[(nxt.id, w)] for w in table)
+                held = holders(table, nxt.lanes)
+                targets = tuple(
+                    addresses[(lane_id(nxt.id, held[i][1]), w)] for i, w in enumerate(table)
+                )
                 mine.append(Route("partitioned", targets, workers=tuple(table)))
             elif nxt.kind == "sink":
                 target = (addresses[(nxt.id, p.worker)],)
@@ -244,7 +274,7 @@ def fan_in(plan: Plan, placement: Placement) -> dict[tuple[str, str], int]:
     for p in placement.placed:
         for nxt in plan.outputs(p.stage.id):
             if nxt.kind == "state":
-                for w in set(placement.owners[nxt.id]):
+                for w in set(placement.owners[nxt.group]):
                     if (nxt.id, w) in counts:
                         counts[(nxt.id, w)] += 1
             elif (nxt.id, p.worker) in counts:

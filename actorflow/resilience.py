@@ -121,6 +121,7 @@ class ClusterRecord:
     worker_count: int
     workers: list = field(default_factory=list)  # [[name, control], ...]
     partitions: int = 0
+    state_actors: int = 1
     pid: int = 0  # the worker command of the incarnation that wrote this file
     pgid: int = 0  # its actor process group
     resized: bool = False  # grown or shrunk since it formed: worker_count beats the flag

@@ -288,6 +288,7 @@ class Worker:
                 len(reply.workers) or cfg.worker_count,
                 [list(w) for w in reply.workers],
                 cfg.settings.partitions,
+                cfg.settings.state_actors,
                 os.getpid(),
                 self.pgid or 0,
                 resized=bool(record and record.resized) or cfg.grow,
@@ -342,6 +343,8 @@ class Worker:
                 wrong.append(f"--control {record.control}")
             if record.partitions != cfg.settings.partitions:
                 wrong.append(f"--partitions {record.partitions}")
+            if record.state_actors != cfg.settings.state_actors:
+                wrong.append(f"--state-actors {record.state_actors}")
             if wrong:
                 msg = f"{files.cluster} records {', '.join(wrong)}, unlike this command"
                 raise ValueError(msg)

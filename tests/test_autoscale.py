@@ -132,8 +132,8 @@ def test_drop_removes_one_partition_only():
 
 def test_restore_sources_name_the_owner_at_the_checkpoint():
     table = ("w1", "w1", "w2", "w2")
-    assert restore_sources((1, 2, 3), table, "w3") == {"w1": (1,), "w2": (2, 3)}
-    assert restore_sources((0, 1), None, "w1") == {"w1": (0, 1)}
+    assert dict(restore_sources((1, 2, 3), table, "w3")) == {("w1", 0): (1,), ("w2", 0): (2, 3)}
+    assert dict(restore_sources((0, 1), None, "w1")) == {("w1", 0): (0, 1)}
 
 
 def test_who_leaves_in_a_shrink():
@@ -183,7 +183,7 @@ class Harness(FakeTopology):
 
     def answer_start(self) -> None:
         for target, _ in self.take(StartSource):
-            (sid, w), = [k for k, a in self.addresses.items() if a == target]
+            ((sid, w),) = [k for k, a in self.addresses.items() if a == target]
             self.dispatch(SourceStarted(sid, w, "127.0.0.1:1", None, self.epoch), None)
 
     def answer_retire(self) -> int:
@@ -286,10 +286,10 @@ def test_a_grow_is_refused_with_the_reason(cluster):
     t = cluster
     w3 = worker("w3", 20020)
     t.dispatch(JoinCluster(w3, 4, t.request.settings, grow=True), "joiner")
-    (_, refused), = t.take(JoinRefused)
+    ((_, refused),) = t.take(JoinRefused)
     assert "gives the size after it joins, 3" in refused.reason
     t.dispatch(JoinCluster(worker("w2", 20030), 3, t.request.settings, grow=True), "joiner")
-    (_, refused), = t.take(JoinRefused)
+    ((_, refused),) = t.take(JoinRefused)
     assert "already taken" in refused.reason
 
 
@@ -318,7 +318,7 @@ def test_a_joiner_lost_during_the_move_puts_the_old_layout_back(cluster, clock):
 def test_a_shrink_hands_partitions_over_then_the_leaver_goes(cluster):
     t = cluster
     t.dispatch(ShrinkCluster(("w1",)), "cmd")
-    (_, done), = t.take(ShrinkDone)
+    ((_, done),) = t.take(ShrinkDone)
     assert "cannot leave" in done.error and t.rescale is None
     t.dispatch(ShrinkCluster(count=1), "cmd")
     cut = t.complete_checkpoint(hold=True)
@@ -331,9 +331,9 @@ def test_a_shrink_hands_partitions_over_then_the_leaver_goes(cluster):
     assert w1_state.restore == cut
     assert not t.take(LeaveCluster), "the leaver stays until the new layout has a checkpoint"
     t.complete_checkpoint()
-    (to, _), = t.take(LeaveCluster)
+    ((to, _),) = t.take(LeaveCluster)
     assert to == "guard-w2" and "w2" not in t.membership.members
-    (to, done), = t.take(ShrinkDone)
+    ((to, done),) = t.take(ShrinkDone)
     assert to == "cmd" and done.left == ("w2",) and done.workers == ("w1",)
 
 
@@ -358,7 +358,7 @@ def test_a_grow_whose_joiner_never_registers_is_given_up(cluster, clock):  # noq
     assert t.rescale is not None and t.rescale.step == "cut" and not t.take(Retire)
     clock.now += 31
     t.check_rescale(clock.now)
-    (to, refused), = t.take(JoinRefused)
+    ((to, refused),) = t.take(JoinRefused)
     assert to == "joiner" and "did not register" in refused.reason
     assert t.rescale is None and t.membership.order == ["w1", "w2"]
     assert "w3" not in t.membership.members and t.epoch == 1

@@ -24,7 +24,14 @@ LOST_AFTER = 3.0  # seconds without a heartbeat answer before a worker is lost (
 LOST_HEARTBEAT_EVERY = 2.0  # seconds between heartbeats to a lost worker
 DUPLICATE_WITHIN = 1.0  # a known incarnation that answered this recently is running
 
-SETTINGS_FLAGS = ("batch_size", "window", "partitions", "max_frame_size", "sink_buffer")
+SETTINGS_FLAGS = (
+    "batch_size",
+    "window",
+    "partitions",
+    "state_actors",
+    "max_frame_size",
+    "sink_buffer",
+)
 
 
 class Membership:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from actorflow.partitioning import partition_of
+from actorflow.partitioning import holders, partition_of
 
 FORMAT = 2
 
@@ -116,13 +116,19 @@ def drop(keyed: dict[Any, Any], index: PartitionIndex, partitions: Iterable[int]
 
 
 def restore_sources(
-    partitions: Sequence[int], table: Sequence[str] | None, me: str
-) -> dict[str, tuple[int, ...]]:
-    """``{worker: partitions}``: whose snapshot holds each of ``partitions``, by the owner
-    table in force at the checkpoint restored (None: this worker's own file has them)."""
+    partitions: Sequence[int], table: Sequence[str] | None, me: str, lanes: int = 1
+) -> list[tuple[tuple[str, int], tuple[int, ...]]]:
+    """``[((worker, lane), partitions)]``: whose snapshot holds each of ``partitions``,
+    by the owner table in force at the checkpoint restored, each worker running
+    ``lanes`` state actors of the step (None: this worker's own file has them).
+
+    >>> restore_sources([0, 1, 2, 3], ("a", "b", "a", "a"), "c", lanes=2)
+    [(('a', 0), (0, 3)), (('b', 0), (1,)), (('a', 1), (2,))]
+    """
     if not table:
-        return {me: tuple(partitions)}
-    found: dict[str, list[int]] = {}
+        return [((me, 0), tuple(partitions))]
+    held = holders(table, lanes)
+    found: dict[tuple[str, int], list[int]] = {}
     for p in partitions:
-        found.setdefault(table[p] if p < len(table) else me, []).append(p)
-    return {w: tuple(ps) for w, ps in found.items()}
+        found.setdefault(held[p] if p < len(table) else (me, 0), []).append(p)
+    return [(where, tuple(ps)) for where, ps in found.items()]

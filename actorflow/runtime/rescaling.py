@@ -23,6 +23,7 @@ from actorflow.messages import (
     SourceProgress,
     Unhold,
 )
+from actorflow.partitioning import lane_id
 from actorflow.resilience import WorkerFiles
 from actorflow.runtime.autoscale import Rescale, Step, shrink_leavers
 from actorflow.runtime.partitions import restore_sources
@@ -65,14 +66,17 @@ class Rescaling:
 
     def restore_from(self, p: Any, app_name: str) -> tuple[PartitionSource, ...]:
         """Whose snapshots hold a state actor's partitions at the checkpoint restored."""
-        table = self.checkpoint_tables.get(p.id)
-        if p.stage.kind != "state" or not self.checkpoints.completed or table is None:
+        if p.stage.kind != "state" or not self.checkpoints.completed:
+            return ()
+        table = self.checkpoint_tables.get(p.stage.group)
+        if table is None:
             return ()
         found = []
-        for worker, parts in restore_sources(p.partitions, table, p.worker).items():
+        for (worker, lane), parts in restore_sources(p.partitions, table, p.worker, p.stage.lanes):
             info = self.membership.members[worker]
             files = WorkerFiles(info.resilience_dir, app_name, worker)
-            found.append(PartitionSource(worker, info.guard, files, parts))
+            stage = lane_id(p.stage.group, lane)
+            found.append(PartitionSource(worker, info.guard, files, parts, stage))
         return tuple(found)
 
     def note_stream_offsets(self, msg: SourceProgress) -> None:

@@ -68,7 +68,7 @@ class StateActor(StageActor):
     keyed_in: str | None = None  # where a window step's snapshot keeps its keys
 
     def configure(self, cfg: Configure) -> Configured | None:
-        self.fetching: dict[str, PartitionSource] = {}
+        self.fetching: dict[tuple[str, str], PartitionSource] = {}  # (worker, lane) asked
         self.restored: list[dict] = []
         reply = super().configure(cfg)
         if reply.error is None and self.fetching:
@@ -95,14 +95,15 @@ class StateActor(StageActor):
             return
         mine = cfg.stage.partitions
         for src in cfg.restore_from or (PartitionSource(cfg.worker, None, files, mine),):
+            stage = src.stage_id or self.stage_id  # the lane whose snapshot holds them
             if src.worker == cfg.worker:
-                path = checkpoint_file(files.snapshot(self.stage_id, restore), restore)
+                path = checkpoint_file(files.snapshot(stage, restore), restore)
                 data = read_snapshot(path)
                 self.restored.append(pick(data, src.partitions, self.index, self.keyed_in))
             else:
-                self.fetching[src.worker] = src
+                self.fetching[(src.worker, stage)] = src
                 ask = FetchPartitions(
-                    self.stage_id,
+                    stage,
                     restore,
                     src.files,
                     src.partitions,
@@ -117,7 +118,7 @@ class StateActor(StageActor):
     def on_other(self, msg: Any, sender: Any) -> None:
         if not isinstance(msg, PartitionData) or msg.epoch != self.epoch:
             return super().on_other(msg, sender)
-        if msg.worker not in self.fetching or self.config is None:
+        if (msg.worker, msg.stage_id) not in self.fetching or self.config is None:
             return None
         if msg.error or msg.data is None:
             error = f"restoring from worker {msg.worker!r}: {msg.error}"
@@ -127,7 +128,7 @@ class StateActor(StageActor):
                 Configured(self.stage_id, self.config.worker, error, self.epoch),
             )
             return None
-        del self.fetching[msg.worker]
+        del self.fetching[(msg.worker, msg.stage_id)]
         self.restored.append(msg.data)
         if not self.fetching:
             self.finish_restore()

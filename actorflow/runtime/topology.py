@@ -237,7 +237,7 @@ class TopologyActor(Gathering, Rescaling, StatusRounds, PlacedActor):
         self.state = Phase.CONFIGURING
         self.placed_at = time.monotonic()
         app = load_application(req.app_path, req.initializer.app_args)
-        self.plan = plan = compile_plan(app)
+        self.plan = plan = compile_plan(app, req.settings.state_actors)
         with_sources = [n for n in self.membership.order if self.membership.members[n].has_sources]
         tcp_sources = {
             st.name: with_sources

@@ -328,6 +328,7 @@ def alphabet_app() -> str:
 NO_CHECKPOINTS = 0  # key of the one-worker run without checkpoints
 HUB_DOWN = -1  # key of the one-worker run reporting to a metrics hub that is down
 NO_AUTH = -2  # key of the one-worker run with cluster authentication off
+LANES = -3  # key of the one-worker run with --state-actors K
 BAR_AUTH_COST = 0.05  # sealing every message between actors: at most this much slower
 
 
@@ -445,6 +446,7 @@ def bench_alphabet(
     memory: int = 0,
     slow_rate: float = 0.0,
     paced_rate: float = 0.0,
+    state_actors: int = 1,
 ) -> dict[str, Any]:
     """Measure the baseline and the cluster on 1 worker (and on `workers`, if more; and
     with checkpoints off, if `checkpoints`), best of `repeat` each, in this run; with
@@ -453,7 +455,8 @@ def bench_alphabet(
     ``latency``: also source-to-receiver latency of one worker at half its best rate
     (``paced_rate``: at that rate instead) and at the maximal rate; ``memory``: also the
     RSS of one worker's processes while a receiver reading ``slow_rate`` outputs/s takes
-    ``memory`` messages."""
+    ``memory`` messages. ``state_actors`` above 1: also one worker with that many
+    actors per state step."""
     spec = AppSpec(app)
     work = tempfile.mkdtemp(prefix="actorflow-bench-")
     failed = False
@@ -462,6 +465,7 @@ def bench_alphabet(
         | ({NO_CHECKPOINTS} if checkpoints else set())
         | ({HUB_DOWN} if hub_down else set())
         | ({NO_AUTH} if auth else set())
+        | ({LANES} if state_actors > 1 else set())
     )
     extra_results: dict[str, Any] = {}
     try:
@@ -502,6 +506,7 @@ def bench_alphabet(
                     NO_CHECKPOINTS: "1 worker, no checkpoints",
                     HUB_DOWN: "1 worker, metrics hub down",
                     NO_AUTH: "1 worker, cluster authentication off",
+                    LANES: f"1 worker, {state_actors} state actors",
                 }.get(n, f"{n} worker(s)")
                 extra: tuple[str, ...] = ()
                 if n == NO_CHECKPOINTS:
@@ -510,6 +515,8 @@ def bench_alphabet(
                     extra = ("--metrics", f"{HOST}:{free_port(HOST)}")  # nobody listens
                 elif n == NO_AUTH:
                     extra = ("--no-cluster-auth",)
+                elif n == LANES:
+                    extra = ("--state-actors", str(state_actors))
                 run = cluster_run(
                     spec.path,
                     files[n],
@@ -622,6 +629,13 @@ def bench_alphabet(
         result["bytewax_skipped"] = bytewax_seconds
     if workers > 1:
         result["multi_cpu_us_per_record"] = best[workers]["cpu_us_per_record"]
+    if LANES in best:
+        lanes = best[LANES]
+        result.update(
+            state_actors=state_actors,
+            lanes_rate=lanes["rate"],
+            lanes_cpu_us_per_record=lanes["cpu_us_per_record"],
+        )
     if NO_AUTH in best:
         plain = best[NO_AUTH]["rate"]
         cost = 1 - one["rate"] / plain if plain > 0 else 0.0
@@ -669,6 +683,13 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"  CPU per record, {w} workers {result['multi_cpu_us_per_record']:>8.2f} us"
             f"  ({result['multi_cpu_us_per_record'] / result['cpu_us_per_record']:.2f} of one)"
+        )
+    if "lanes_rate" in result:
+        k = result["state_actors"]
+        print(
+            f"  1 worker, {k} state actors {result['lanes_rate']:>8,.0f} msg/s, "
+            f"{result['lanes_cpu_us_per_record']:.2f} us CPU per record "
+            f"({result['lanes_cpu_us_per_record'] / result['cpu_us_per_record']:.2f} of one)"
         )
     if result.get("outputs", n) != n:
         print(
@@ -750,6 +771,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure one worker reporting to a metrics hub that is down",
     )
     p.add_argument(
+        "--state-actors",
+        type=int,
+        default=1,
+        metavar="K",
+        help="also measure one worker with K actors per state step (--state-actors)",
+    )
+    p.add_argument(
         "--auth",
         action="store_true",
         help="also measure one worker with cluster authentication off, to show what it costs",
@@ -812,6 +840,9 @@ def run(argv: list[str]) -> int:
     if args.repeat < 1:
         print("actorflow bench: error: --repeat must be at least 1", file=sys.stderr)
         return 2
+    if args.state_actors < 1:
+        print("actorflow bench: error: --state-actors must be at least 1", file=sys.stderr)
+        return 2
 
     def say(message: str) -> None:
         print(f"actorflow bench: {message}", file=sys.stderr, flush=True)
@@ -839,6 +870,7 @@ def run(argv: list[str]) -> int:
             args.memory,
             args.slow_rate,
             args.paced_rate,
+            args.state_actors,
         ),
         print_table,
     )

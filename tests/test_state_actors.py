@@ -1,0 +1,134 @@
+"""Parallel state actors inside a worker (``--state-actors K``): each partitioned state
+step runs K actors per worker, each holding its share of the worker's partitions, so
+one step can use K cores of a worker. The plan, the router's partition targets and
+the barrier fan-in in process; then real clusters through a crash, a restore and a
+grow, with exact totals and one output per vote."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from actorflow.control import query_status
+from actorflow.loader import load_application
+from actorflow.partitioning import holders
+from actorflow.plan import compile_plan, fan_in, place, wire
+from actorflow.tools.gen import alphabet_frames, alphabet_totals
+from tests.test_rescale import wait_status
+from tests.test_resilience import ALPHABET, runs  # noqa: F401  (the fixture)
+
+APP_ARGS = ("--in", "alphabet@127.0.0.1:7000", "--out", "127.0.0.1:7002")
+
+
+def planned(lanes: int, workers: list[str], partitions: int = 12):
+    app = load_application(ALPHABET, APP_ARGS)
+    plan = compile_plan(app, lanes)
+    placement = place(plan, app, workers, partitions=partitions)
+    addresses = {(p.id, p.worker): f"{p.id}@{p.worker}" for p in placement.placed}
+    return plan, placement, wire(plan, placement, addresses), fan_in(plan, placement)
+
+
+def test_each_partition_is_held_by_one_lane_of_its_owner():
+    plan, placement, routes, inputs = planned(3, ["w1", "w2"], partitions=12)
+    states = [p for p in placement.placed if p.stage.kind == "state"]
+    assert sorted((p.stage.id, p.worker) for p in states) == [
+        (s, w) for s in ("state2", "state2~1", "state2~2") for w in ("w1", "w2")
+    ]
+    held = Counter(part for p in states for part in p.partitions)
+    assert sorted(held) == list(range(12)) and set(held.values()) == {1}
+    table = placement.owners["state2"]  # one owner table for the step, by worker
+    for p in states:
+        assert {table[part] for part in p.partitions} == {p.worker}
+        assert len(p.partitions) == 2  # 6 partitions per worker, dealt over 3 lanes
+    # Every router sends each partition to the lane that holds it.
+    where = {part: f"{p.stage.id}@{p.worker}" for p in states for part in p.partitions}
+    for w in ("w1", "w2"):
+        (route,) = routes[("router1", w)]
+        assert route.kind == "partitioned"
+        assert list(route.targets) == [where[i] for i in range(12)]
+        assert list(route.workers) == list(table)
+    # Barriers: each lane hears from both routers; each sink from its worker's 3 lanes.
+    assert all(inputs[(p.stage.id, p.worker)] == 2 for p in states)
+    assert inputs[("sink3.0", "w1")] == inputs[("sink3.0", "w2")] == 3
+
+
+def test_a_lane_without_partitions_is_not_placed():
+    _, placement, routes, inputs = planned(4, ["w1", "w2", "w3"], partitions=6)
+    states = [p for p in placement.placed if p.stage.kind == "state"]
+    assert all(len(p.partitions) == 1 for p in states)  # 2 per worker: lanes 0 and 1 only
+    assert len(states) == 6
+    (route,) = routes[("router1", "w1")]
+    assert len(set(route.targets)) == 6
+    assert inputs[("sink3.0", "w2")] == 2
+
+
+def test_one_lane_is_the_plan_as_before():
+    plan, placement, routes, _ = planned(1, ["w1", "w2"])
+    assert [s.id for s in plan.stages if s.kind == "state"] == ["state2"]
+    (route,) = routes[("router1", "w1")]
+    assert list(route.targets) == [f"state2@{w}" for w in placement.owners["state2"]]
+
+
+def test_holders_deal_each_workers_partitions_in_turn():
+    table = ("a",) * 5 + ("b",) * 3
+    held = holders(table, 2)
+    assert [held[p] for p in range(8)] == [
+        ("a", 0), ("a", 1), ("a", 0), ("a", 1), ("a", 0), ("b", 0), ("b", 1), ("b", 0)
+    ]  # fmt: skip
+
+
+def lanes_of(status: dict) -> dict[str, list[int]]:
+    """Per worker, the partition count of each of its state actors."""
+    return {
+        w: sorted(a["partitions"] for a in group if a["kind"] == "state")
+        for w, group in status["workers"].items()
+    }
+
+
+@pytest.mark.integration
+def test_a_crash_and_restart_with_two_state_actors_per_worker_is_exact(runs):  # noqa: F811
+    run = runs(2, extra=["--state-actors", "2"])
+    run.cluster.start()
+    status = query_status(("127.0.0.1", run.cluster.control))
+    assert lanes_of(status) == {"worker1": [30, 30], "worker2": [30, 30]}
+    frames = alphabet_frames(60_000, seed=11)
+    run.send_acked(frames)
+    run.wait_outputs(10_000)
+    run.kill(1)  # worker2: its two state actors restore from their own snapshots
+    run.restart(1)
+    summary = run.finish()
+    assert summary["acked"] == len(frames), summary
+    want = alphabet_totals(frames)
+    assert run.wait_totals(want) == want
+
+
+@pytest.mark.integration
+def test_a_grow_with_three_state_actors_per_worker_is_exact(runs):  # noqa: F811
+    """From 1 worker (3 lanes of 40 partitions) to 2 (6 lanes of 20): the partitions
+    dealt anew, each lane loads its share from whichever lane held it at the cut."""
+    run = runs(1, extra=["--state-actors", "3"])
+    run.cluster.start()
+    frames = alphabet_frames(60_000, seed=12)
+    run.send_acked(frames)
+    run.wait_outputs(10_000)
+    joiner = run.cluster.grow()
+    joiner.wait_ready(60)
+    status = wait_status(run, lambda s: s["worker_count"] == 2 and s["rescale"] is None)
+    assert status["last_rescale"]["outcome"] == "done", status["last_rescale"]
+    assert lanes_of(status) == {"worker1": [20, 20, 20], "worker2": [20, 20, 20]}
+    summary = run.finish()
+    assert summary["acked"] == len(frames) and summary["reconnects"] == 0, summary
+    want = alphabet_totals(frames)
+    assert run.wait_totals(want) == want
+    assert len(run.out.lines()) == len(frames)  # nothing processed twice
+
+
+@pytest.mark.integration
+def test_a_restart_with_another_state_actor_count_is_refused(runs):  # noqa: F811
+    run = runs(1, extra=["--state-actors", "2"])
+    run.cluster.start()
+    run.cluster.stop()
+    again = run.cluster.start_worker(0, "--state-actors", "3")
+    assert again.proc.wait(60) != 0
+    assert "--state-actors 2" in again.log(), again.log()
