@@ -85,8 +85,10 @@ class Route:
     """One outgoing edge of a placed actor.
 
     ``kind`` is ``records`` (a list of (key, value) to one actor), ``partitioned``
-    (``targets[p]`` is the actor owning partition p) or ``encoded`` (bytes for a
-    sink; ``sink`` names the sink config whose encoder to use: (stage id, index)).
+    (``targets[p]`` is the actor owning partition p), ``encoded`` (bytes for a sink;
+    ``sink`` names the sink config whose encoder to use: (stage id, index)) or
+    ``lanes`` (each source connection's records to one of ``targets``, the lanes of the
+    next stage).
     """
 
     kind: str

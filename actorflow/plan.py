@@ -21,7 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from actorflow.api import Application, GenSourceConfig, StateComputation, WindowStep
+from actorflow.api import (
+    Application,
+    GenSourceConfig,
+    StateComputation,
+    TCPSourceConfig,
+    WindowStep,
+)
 from actorflow.messages import Route
 from actorflow.partitioning import DEFAULT_PARTITIONS, deal, holders, lane_id, owners
 
@@ -145,7 +151,32 @@ def compile_plan(app: Application, state_actors: int = 1) -> Plan:
                 out[s.id] = [chain]
             else:
                 out[s.id] = [add("chain", s.id, s.name, out[parent])]
-    return Plan(app.name, tuple(stages.values()))
+    return Plan(app.name, tuple(_source_lanes(app, stages).values()))
+
+
+def _source_lanes(app: Application, stages: dict[str, PlanStage]) -> dict[str, PlanStage]:
+    """A TCP source with ``parallelism`` N feeds N actors of the chain or router that
+    reads it, on each worker (lanes ``routerN``, ``routerN~1``, ...): each connection's
+    records go to one of them, so per-key order holds per connection, as before."""
+    out: dict[str, PlanStage] = {}
+    lanes: dict[str, list[str]] = {}
+    for sid, st in stages.items():
+        out[sid] = st
+        if st.kind not in ("chain", "router") or len(st.inputs) != 1:
+            continue
+        src = stages[st.inputs[0]]
+        spec = app.stage(src.app_stages[0]).spec[1] if src.kind == "source" else None
+        count = spec.parallelism if isinstance(spec, TCPSourceConfig) else 1
+        if count > 1:
+            out[sid] = replace(st, lanes=count)
+            for lane in range(1, count):
+                out[lane_id(sid, lane)] = replace(st, id=lane_id(sid, lane), lane=lane, lanes=count)
+            lanes[sid] = [lane_id(sid, lane) for lane in range(count)]
+    for sid, st in out.items():  # what reads a stage with lanes reads every lane
+        if any(i in lanes for i in st.inputs):
+            inputs = tuple(x for i in st.inputs for x in lanes.get(i, [i]))
+            out[sid] = replace(st, inputs=inputs)
+    return out
 
 
 @dataclass(frozen=True)
@@ -262,6 +293,10 @@ def wire(
             elif nxt.kind == "sink":
                 target = (addresses[(nxt.id, p.worker)],)
                 mine.append(Route("encoded", target, (nxt.app_stages[0], nxt.sink_index)))
+            elif nxt.lanes > 1:  # a source's lanes: one route to all of them, with lane 0
+                if not nxt.lane:
+                    ids = [lane_id(nxt.id, lane) for lane in range(nxt.lanes)]
+                    mine.append(Route("lanes", tuple(addresses[(i, p.worker)] for i in ids)))
             else:
                 mine.append(Route("records", (addresses[(nxt.id, p.worker)],)))
         routes[(p.stage.id, p.worker)] = tuple(mine)

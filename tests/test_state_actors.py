@@ -6,7 +6,9 @@ grow, with exact totals and one output per vote."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,8 @@ from actorflow.loader import load_application
 from actorflow.partitioning import holders
 from actorflow.plan import compile_plan, fan_in, place, wire
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
-from tests.test_rescale import wait_status
+from actorflow.tools.send import send_acked
+from tests.test_rescale import sequence_frames, wait_sequences, wait_status
 from tests.test_resilience import ALPHABET, runs  # noqa: F401  (the fixture)
 
 APP_ARGS = ("--in", "alphabet@127.0.0.1:7000", "--out", "127.0.0.1:7002")
@@ -132,3 +135,66 @@ def test_a_restart_with_another_state_actor_count_is_refused(runs):  # noqa: F81
     again = run.cluster.start_worker(0, "--state-actors", "3")
     assert again.proc.wait(60) != 0
     assert "--state-actors 2" in again.log(), again.log()
+
+
+PARALLEL_LAST_FOUR = str(Path(__file__).parent / "apps" / "parallel_last_four.py")
+
+
+def test_a_parallel_source_feeds_each_lane_of_its_router():
+    """``TCPSourceConfig(parallelism=3)``: three router actors per worker; the source's
+    one route reaches them all, and each state actor hears from all of them."""
+    app = load_application(PARALLEL_LAST_FOUR, (*APP_ARGS, "--source-parallelism", "3"))
+    plan = compile_plan(app, 2)
+    routers = [s.id for s in plan.stages if s.kind == "router"]
+    assert routers == ["router1", "router1~1", "router1~2"]
+    placement = place(plan, app, ["w1", "w2"], partitions=8)
+    addresses = {(p.id, p.worker): f"{p.id}@{p.worker}" for p in placement.placed}
+    routes = wire(plan, placement, addresses)
+    (route,) = routes[("source0", "w1")]
+    assert route.kind == "lanes"
+    assert route.targets == ("router1@w1", "router1~1@w1", "router1~2@w1")
+    inputs = fan_in(plan, placement)
+    assert inputs[("state2~1", "w2")] == 6  # 3 routers on each of 2 workers
+    assert inputs[("sink3.0", "w1")] == 2  # the worker's 2 state actors
+
+
+@pytest.mark.integration
+def test_connections_of_a_parallel_source_use_its_lanes_and_keep_key_order(runs):  # noqa: F811
+    """Two acknowledged streams, disjoint keys, into worker1's source with parallelism
+    2 (so each goes through its own router actor), 2 state actors per worker, worker2
+    SIGKILLed and restarted: every key's outputs are its last four values, in order."""
+    run = runs(
+        2, app=PARALLEL_LAST_FOUR, extra=["--state-actors", "2", "--source-parallelism", "2"]
+    )
+    run.cluster.start()
+    keys, rounds = 100, 300
+    frames = sequence_frames(keys, rounds)
+    mine = {s: [f for f in frames if (int(f[5:].split(b":")[0]) % 2) == s] for s in (0, 1)}
+    results: dict[int, dict] = {}
+
+    def send(s: int) -> None:
+        results[s] = send_acked(
+            "127.0.0.1",
+            run.cluster.inputs[0],
+            mine[s],
+            stream=f"votes{s}",
+            batch_size=250,
+            interval_ms=8,
+            patience=90,
+            log=None,
+        )
+
+    threads = [threading.Thread(target=send, args=(s,), daemon=True) for s in (0, 1)]
+    for t in threads:
+        t.start()
+    run.wait_outputs(5_000)
+    assert any(t.is_alive() for t in threads), "both senders finished before the kill"
+    run.kill(1, mid_stream=False)
+    run.restart(1)
+    for t in threads:
+        t.join(120)
+    assert [results[s]["acked"] for s in (0, 1)] == [len(mine[0]), len(mine[1])], results
+    wait_sequences(run, keys, rounds)
+    status = query_status(("127.0.0.1", run.cluster.control))
+    routed = {k: a["records_in"] for k, a in status["actors"].items() if k.startswith("router")}
+    assert all(routed[f"{r}@worker1"] > 0 for r in ("router1", "router1~1")), routed

@@ -274,8 +274,20 @@ class RecordsRoute:
         self.outlets = [outlet]
         self._buf = outlet.buf
 
-    def emit(self, records: list) -> None:
+    def emit(self, records: list, lane: int = 0) -> None:
         self._buf.extend(records)
+
+
+class LanesRoute:
+    """Each source connection's records to one of the next stage's lanes (``lane``:
+    the connection's, counted from 0)."""
+
+    def __init__(self, outlets: list[Outlet]) -> None:
+        self.outlets = outlets
+        self._bufs = [o.buf for o in outlets]
+
+    def emit(self, records: list, lane: int = 0) -> None:
+        self._bufs[lane % len(self._bufs)].extend(records)
 
 
 class PartitionedRoute:
@@ -288,7 +300,7 @@ class PartitionedRoute:
         self.errors = errors
         self.cache: dict[Any, list] = {}
 
-    def emit(self, records: list) -> None:
+    def emit(self, records: list, lane: int = 0) -> None:
         cache = self.cache
         for rec in records:
             key = rec[0]
@@ -318,7 +330,7 @@ class EncodedRoute:
         self.encode = encode
         self.errors = errors
 
-    def emit(self, records: list) -> None:
+    def emit(self, records: list, lane: int = 0) -> None:
         encode = self.encode
         append = self._buf.append
         for rec in records:  # (key, value) or, with windows, (key, value, event time)
@@ -371,6 +383,8 @@ def build_routes(
     for r in routes:
         if r.kind == "records":
             built.append(RecordsRoute(outlet(r.targets[0])))
+        elif r.kind == "lanes":
+            built.append(LanesRoute([outlet(t) for t in r.targets]))
         elif r.kind == "encoded":
             assert r.sink is not None
             encode, errors = encoder_for(r.sink)

@@ -113,6 +113,7 @@ class _Connection:
         self.greeted = False  # the first bytes have been looked at
         self.head = b""  # bytes of an incomplete hello
         self.challenge: tuple[str, str] | None = None  # (stream, challenge) awaiting proof
+        self.lane = 0  # which lane of the next stage takes its records
 
 
 class SourceActor(StageActor):
@@ -363,7 +364,8 @@ class SourceActor(StageActor):
                 self.errors,
                 peer,
             )
-            self.conns[sock.fileno()] = _Connection(sock, peer, reader)
+            conn = self.conns[sock.fileno()] = _Connection(sock, peer, reader)
+            conn.lane = self.connections_total  # connections take the lanes in turn
             self.connections_total += 1
             log.info("source %r: connection from %s", self.source_name, peer)
 
@@ -405,7 +407,7 @@ class SourceActor(StageActor):
         if records:
             self.records_in += len(records)
             self.batches_in += 1
-            self.emit_stamped(records)
+            self.emit_stamped(records, conn.lane)
             self.processed(records, time.monotonic() - started)
         if failed is not None:
             self.close(conn, None)
@@ -512,14 +514,14 @@ class SourceActor(StageActor):
         if self.generating:
             self.generate()
 
-    def emit_stamped(self, records: list) -> None:
+    def emit_stamped(self, records: list, lane: int = 0) -> None:
         """Emit records read or generated now; with windows, stamped with their event
         time and followed by the source's watermark."""
         if not self.timed:
-            self.emit(records, time.time())
+            self.emit(records, time.time(), lane)
             return
         now = time.time_ns()
-        self.emit(self.clock.stamp(records, now, self.errors), now / 1e9)
+        self.emit(self.clock.stamp(records, now, self.errors), now / 1e9, lane)
         self.pass_watermark(self.clock.watermark(now))
 
     def on_wakeup(self, payload: Any) -> None:

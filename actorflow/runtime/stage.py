@@ -367,11 +367,12 @@ class StageActor(PlacedActor):
     def on_checkpoint_done(self, checkpoint: int) -> None:
         """Checkpoint ``checkpoint`` is complete everywhere: older files may go."""
 
-    def emit(self, records: list, born: float = 0.0) -> None:
-        """Hand records to every route and send what the windows allow."""
+    def emit(self, records: list, born: float = 0.0, lane: int = 0) -> None:
+        """Hand records to every route and send what the windows allow (``lane``: a
+        source's connection, for a route to the next stage's lanes)."""
         if records:
             for r in self.routes:
-                r.emit(records)
+                r.emit(records, lane)
         for o in self.outlets.values():
             if o.buf:
                 if born and (not o.born or born < o.born):
