@@ -70,10 +70,12 @@ class Barrier:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The receiver of batch ``seq`` on ``link`` has handled it."""
+    """The receiver of batch ``seq`` on ``link`` has handled it, and every one before
+    it (``epoch``: the batch's; a link of an older placement is another link)."""
 
     link: int
     seq: int
+    epoch: int = 0
 
 
 # --------------------------------------------------------------------------

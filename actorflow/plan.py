@@ -84,10 +84,11 @@ class Plan:
         return [s for s in self.stages if stage_id in s.inputs]
 
 
-def compile_plan(app: Application, state_actors: int = 1) -> Plan:
+def compile_plan(app: Application, state_actors: int = 1, parallel: bool = True) -> Plan:
     """Coalesce the app graph into plan stages; each partitioned state step gets
     ``state_actors`` lanes (plan stages ``stateN``, ``stateN~1``, ...), each placed on
-    every owner worker with its share of that worker's partitions."""
+    every owner worker with its share of that worker's partitions. ``parallel`` False:
+    one stage per step whatever the sources' parallelism (the in-process runner)."""
     child_count = {s.id: 0 for s in app.stages}
     for s in app.stages:
         for p in s.parents:
@@ -151,7 +152,9 @@ def compile_plan(app: Application, state_actors: int = 1) -> Plan:
                 out[s.id] = [chain]
             else:
                 out[s.id] = [add("chain", s.id, s.name, out[parent])]
-    return Plan(app.name, tuple(_source_lanes(app, stages).values()))
+    if parallel:
+        stages = _source_lanes(app, stages)
+    return Plan(app.name, tuple(stages.values()))
 
 
 def _source_lanes(app: Application, stages: dict[str, PlanStage]) -> dict[str, PlanStage]:

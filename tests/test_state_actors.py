@@ -198,3 +198,12 @@ def test_connections_of_a_parallel_source_use_its_lanes_and_keep_key_order(runs)
     status = query_status(("127.0.0.1", run.cluster.control))
     routed = {k: a["records_in"] for k, a in status["actors"].items() if k.startswith("router")}
     assert all(routed[f"{r}@worker1"] > 0 for r in ("router1", "router1~1")), routed
+
+
+def test_the_in_process_runner_takes_a_parallel_source_once():
+    from actorflow import testing
+
+    records = [("k1", 1), ("k2", 1), ("k1", 2), ("k1", 3)]
+    out = testing.run(PARALLEL_LAST_FOUR, records, args=(*APP_ARGS, "--source-parallelism", "2"))
+    (lines,) = out.values()
+    assert [x[1] for x in lines] == [(1,), (1,), (1, 2), (1, 2, 3)]

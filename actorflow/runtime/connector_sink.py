@@ -144,7 +144,7 @@ class ConnectorSinkActor(SinkActor):
         self.records_in += msg.count
         self.current += msg.data
         self.current_count += msg.count
-        ack = Ack(msg.link, msg.seq)
+        ack = Ack(msg.link, msg.seq, msg.epoch)
         if self.held_bytes() > self.limit:
             self.deferred.append((sender, ack))
         else:

@@ -120,7 +120,7 @@ class _Node:
 class _Runner:
     def __init__(self, app: Application, codec: tuple | None, clock: Clock, limit: int) -> None:
         self.app = app
-        self.plan: Plan = compile_plan(app)
+        self.plan: Plan = compile_plan(app, parallel=False)
         self.timed = is_timed(app)
         self.codec = codec
         self.clock = clock

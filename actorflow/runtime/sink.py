@@ -151,7 +151,7 @@ class SinkActor(StageActor):
         started = time.monotonic()
         self.flush()
         self.processed(None, time.monotonic() - started)
-        ack = Ack(msg.link, msg.seq)
+        ack = Ack(msg.link, msg.seq, msg.epoch)
         if len(self.out) > self.limit:
             self.deferred.append((sender, ack))
         else:

@@ -319,7 +319,7 @@ class StageActor(PlacedActor):
             held.append((msg, sender))
             return
         if msg.__class__ is Barrier:
-            self.ack_later(link, sender, Ack(msg.link, msg.seq))
+            self.ack_later(link, sender, Ack(msg.link, msg.seq, msg.epoch))
             self.on_barrier(link, msg.checkpoint)
         elif msg.__class__ is Batch:
             self.on_batch(msg, sender)
@@ -408,7 +408,7 @@ class StageActor(PlacedActor):
                 msg.seq,
                 traceback.format_exc(),
             )
-        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq))
+        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq, msg.epoch))
 
     def ack_later(self, link: tuple[str, int], sender: Any, ack: Ack) -> None:
         """Acknowledge ``ack``'s batch, and every earlier one of its link, once this pass
@@ -518,7 +518,7 @@ class StageActor(PlacedActor):
         return None
 
     def on_ack(self, msg: Ack) -> None:
-        o = self.outlets.get(msg.link)
+        o = self.outlets.get(msg.link) if msg.epoch == self.epoch else None
         if o is not None:
             o.acked(msg.seq)
         if not self.backlogged():
