@@ -4,13 +4,17 @@ on what is in flight, in records and in time (no cluster, no timers)."""
 from __future__ import annotations
 
 import random
+from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from thespian.actors import WakeupMessage
 
-from actorflow.messages import Barrier, Batch
+from actorflow.messages import Ack, Barrier, Batch
 from actorflow.runtime import outlets
 from actorflow.runtime.outlets import Outlet
+from actorflow.runtime.stage import StageActor
 
 
 def make(window: int = 4, batch_size: int = 10) -> tuple[Outlet, list[Any]]:
@@ -145,3 +149,42 @@ def test_encoded_route_skips_and_reports_what_does_not_encode_to_bytes() -> None
     o.buf.clear()
     route.emit([("k", v, 123) for v in (5, 6)])  # records with event times too
     assert o.buf == [b"5", b"6"]
+
+
+def test_acknowledgements_are_cumulative_and_an_older_one_frees_nothing() -> None:
+    o, sent = make(window=4, batch_size=10)
+    for start in range(0, 40, 10):
+        o.buf.extend(records(start, 10))
+        o.pump()
+    assert o.in_flight == 4 and [m.seq for m in sent] == [1, 2, 3, 4]
+    o.buf.extend(records(40, 10))
+    o.acked(3)  # batches 1-3 at once
+    assert o.in_flight == 2 and [m.seq for m in sent][-1] == 5
+    o.acked(2)  # overtaken by the acknowledgement of 3: nothing more is free
+    assert o.in_flight == 2 and o.in_flight_records == 20
+
+
+class _HeldStage(StageActor):
+    """A stage whose acknowledgements wait (as a sink's do over its buffer limit)."""
+
+    holding = True
+
+    def holding_acks(self) -> bool:
+        return self.holding
+
+
+def test_a_barrier_acknowledgement_waits_while_acknowledgements_are_held() -> None:
+    # The barrier's acknowledgement also acknowledges the batches before it: sent while
+    # a sink holds theirs, it would let a whole window more into the sink's buffer.
+    stage = _HeldStage()
+    stage.epoch = 1
+    stage.config = SimpleNamespace(inputs=1, coordinator=None)  # type: ignore[assignment]
+    sent: list[Any] = []
+    stage.send = lambda _to, msg: sent.append(msg)  # type: ignore[method-assign]
+    stage.wakeupAfter = lambda *_args: None  # type: ignore[method-assign]
+    stage.receiveMessage(Barrier(1, 1, 7, epoch=1), "upstream")
+    stage.receiveMessage(WakeupMessage(timedelta(0), "acks"), "upstream")  # the pass is over
+    assert sent == [] and stage.checkpoints == 1
+    stage.holding = False
+    stage.release()  # the buffer drained
+    assert sent == [Ack(1, 1, 1)]

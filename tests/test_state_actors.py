@@ -7,6 +7,7 @@ grow, with exact totals and one output per vote."""
 from __future__ import annotations
 
 import threading
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def test_a_parallel_source_feeds_each_lane_of_its_router():
 @pytest.mark.integration
 def test_connections_of_a_parallel_source_use_its_lanes_and_keep_key_order(runs):  # noqa: F811
     """Two acknowledged streams, disjoint keys, into worker1's source with parallelism
-    2 (so each goes through its own router actor), 2 state actors per worker, worker2
+    2 (each through the router actor its name picks), 2 state actors per worker, worker2
     SIGKILLed and restarted: every key's outputs are its last four values, in order."""
     run = runs(
         2, app=PARALLEL_LAST_FOUR, extra=["--state-actors", "2", "--source-parallelism", "2"]
@@ -171,13 +172,19 @@ def test_connections_of_a_parallel_source_use_its_lanes_and_keep_key_order(runs)
     frames = sequence_frames(keys, rounds)
     mine = {s: [f for f in frames if (int(f[5:].split(b":")[0]) % 2) == s] for s in (0, 1)}
     results: dict[int, dict] = {}
+    # An acknowledged stream's lane follows its name (it keeps it when it reconnects):
+    # two names on different lanes.
+    names = (f"votes-{i}" for i in range(100))
+    first = next(names)
+    second = next(n for n in names if zlib.crc32(n.encode()) % 2 != zlib.crc32(first.encode()) % 2)
+    streams = (first, second)
 
     def send(s: int) -> None:
         results[s] = send_acked(
             "127.0.0.1",
             run.cluster.inputs[0],
             mine[s],
-            stream=f"votes{s}",
+            stream=streams[s],
             batch_size=250,
             interval_ms=8,
             patience=90,

@@ -150,6 +150,11 @@ class ConnectorSinkActor(SinkActor):
         else:
             self.send(sender, ack)
 
+    def holding_acks(self) -> bool:
+        if getattr(self, "connector", False):
+            return self.held_bytes() > self.limit
+        return super().holding_acks()
+
     def release(self) -> None:
         if getattr(self, "connector", False) and self.held_bytes() > self.limit:
             return

@@ -247,12 +247,18 @@ class Outlet:
         flight = self.flight
         if seq is None and flight:
             seq = flight[0][0]
+        acked = 0
+        popped = False
         while flight and flight[0][0] <= seq:
             count = flight.popleft()[1]
             self.in_flight -= 1
             self.in_flight_records -= count
-            if count and LINK_SECONDS > 0:
-                self._rated(count, now)
+            acked += count
+            popped = True
+        if not popped:
+            return  # an older acknowledgement, overtaken by a later one
+        if acked and LINK_SECONDS > 0:
+            self._rated(acked, now)
         self.last_ack = now
         self.pump()
 

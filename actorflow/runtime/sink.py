@@ -157,6 +157,9 @@ class SinkActor(StageActor):
         else:
             self.send(sender, ack)
 
+    def holding_acks(self) -> bool:
+        return len(getattr(self, "out", b"")) > getattr(self, "limit", 0)
+
     def flush(self) -> None:
         sock = self.sock
         if sock is None:

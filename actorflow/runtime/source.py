@@ -16,6 +16,7 @@ import secrets
 import socket
 import struct
 import time
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -365,7 +366,7 @@ class SourceActor(StageActor):
                 peer,
             )
             conn = self.conns[sock.fileno()] = _Connection(sock, peer, reader)
-            conn.lane = self.connections_total  # connections take the lanes in turn
+            conn.lane = self.connections_total  # plain connections take the lanes in turn
             self.connections_total += 1
             log.info("source %r: connection from %s", self.source_name, peer)
 
@@ -479,6 +480,7 @@ class SourceActor(StageActor):
         if old is not None:  # the sender reconnected before we saw the old one close
             self.close(old, f"replaced by a new connection of stream {stream!r}")
         conn.stream = stream
+        conn.lane = zlib.crc32(stream.encode())  # a stream keeps its lane when it reconnects
         self.streams[stream] = conn
         resume = self.offsets.setdefault(stream, 0)
         log.info(

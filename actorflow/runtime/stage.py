@@ -157,7 +157,7 @@ class StageActor(PlacedActor):
             elif cls is WakeupMessage:
                 if msg.payload == "acks":
                     self.acks_pending = False
-                    if not self.backlogged():
+                    if not self.holding_acks():
                         self.send_acks()
                 elif msg.payload == "metrics":
                     self.report_metrics()
@@ -418,6 +418,12 @@ class StageActor(PlacedActor):
             self.acks_pending = True
             self.wakeupAfter(timedelta(0), "acks")
 
+    def holding_acks(self) -> bool:
+        """Whether acknowledgements wait (an outlet holds a whole batch; a sink: its
+        buffer is over its limit). A barrier's acknowledges the batches before it too,
+        so it waits as theirs do."""
+        return self.backlogged()
+
     def send_acks(self) -> None:
         due, self.acks_due = self.acks_due, {}
         for sender, ack in due.values():
@@ -526,7 +532,7 @@ class StageActor(PlacedActor):
 
     def release(self) -> None:
         """Send the acknowledgements held back while backlogged."""
-        if self.acks_due and not self.acks_pending:
+        if self.acks_due and not self.acks_pending and not self.holding_acks():
             self.send_acks()
         if self.deferred:
             held, self.deferred = self.deferred, []
