@@ -1,4 +1,5 @@
-"""Addresses: which of this host's addresses to use, and which a worker may listen on."""
+"""Addresses: which of this host's addresses to use, and which a worker may listen on;
+and how a listening actor ends a connection so that its last words arrive."""
 
 from __future__ import annotations
 
@@ -33,3 +34,24 @@ def listen_host(host: str, flag: str) -> str:
         )
         raise ConfigError(msg)
     return host
+
+
+def close_after_last_words(sock: socket.socket, unread_limit: int = 4 << 20) -> None:
+    """Close ``sock`` so that what was sent on it last still reaches the peer.
+
+    Closing a socket with unread input makes the kernel reset the connection and drop
+    what it still holds to send: a small frame waiting behind Nagle's rule, such as a
+    source's ``{"moved": ...}`` notice, is lost. Shutting down the writing side first
+    pushes it out with the FIN; reading what is there (up to ``unread_limit`` bytes, never
+    blocking) lets the close go without a reset.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        left = unread_limit
+        while left > 0 and (data := sock.recv(min(left, 1 << 20))):
+            left -= len(data)
+    except OSError:
+        pass  # gone already, or nothing more to read now
+    finally:
+        sock.close()

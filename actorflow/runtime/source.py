@@ -30,6 +30,7 @@ from actorflow.messages import (
     StartSource,
     Unhold,
 )
+from actorflow.net import close_after_last_words
 from actorflow.resilience import checkpoint_file, read_offsets, write_offsets
 from actorflow.runtime.stage import StageActor
 from actorflow.runtime.steps import ErrorLog
@@ -358,6 +359,8 @@ class SourceActor(StageActor):
                 log.error("source %r: accept failed: %s", self.source_name, exc)
                 return
             sock.setblocking(False)
+            # Acknowledgements and notices are small frames: none waits behind Nagle's rule.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = f"{addr[0]}:{addr[1]}"
             reader = FrameDecoder(
                 self.source_config.decoder,
@@ -499,10 +502,7 @@ class SourceActor(StageActor):
             del self.streams[conn.stream]
         if conn.reader.rest and why:
             why += f" ({len(conn.reader.rest)} bytes of an incomplete frame dropped)"
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
+        close_after_last_words(conn.sock)  # a refusal or a move notice still arrives
         if why:
             log.info("source %r: connection from %s %s", self.source_name, conn.peer, why)
 

@@ -320,7 +320,7 @@ def demo(messages: int, keep_output: str | None = None, linger: float = 0.0) -> 
             hub.stop()
             if worker is not None:
                 worker.stop()
-            if sender is not None:
+            if sender is not None and sender.is_alive():  # a signal may come before start()
                 sender.join(5)
         if (succeeded or interrupted) and remove_dir:
             shutil.rmtree(out_dir, ignore_errors=True)
