@@ -4,6 +4,7 @@ on what is in flight, in records and in time (no cluster, no timers)."""
 from __future__ import annotations
 
 import random
+from collections import deque
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 from thespian.actors import WakeupMessage
 
-from actorflow.messages import Ack, Barrier, Batch
+from actorflow.messages import Ack, Barrier, Batch, EncodedBatch
 from actorflow.runtime import outlets
 from actorflow.runtime.outlets import Outlet
+from actorflow.runtime.sink import SinkActor
 from actorflow.runtime.stage import StageActor
 
 
@@ -188,3 +190,53 @@ def test_a_barrier_acknowledgement_waits_while_acknowledgements_are_held() -> No
     stage.holding = False
     stage.release()  # the buffer drained
     assert sent == [Ack(1, 1, 1)]
+
+
+class _SlowReceiver:
+    """A receiver's socket that takes ``room`` bytes, then would block."""
+
+    def __init__(self) -> None:
+        self.room = 0
+        self.got = bytearray()
+
+    def send(self, data: bytes) -> int:
+        if not self.room:
+            raise BlockingIOError
+        n = min(self.room, len(data))
+        self.got += data[:n]
+        self.room -= n
+        return n
+
+
+def _sink(limit: int) -> tuple[SinkActor, _SlowReceiver, list[Any]]:
+    sink = SinkActor()
+    sink.epoch = 1
+    receiver = _SlowReceiver()
+    sink.sock = receiver  # type: ignore[assignment]
+    sink.out, sink.limit, sink.unwritten, sink.barriers = bytearray(), limit, deque(), deque()
+    sink.write_pending, sink.written_bytes, sink.written_records = False, 0, 0
+    sent: list[Any] = []
+    sink.send = lambda _to, msg: sent.append(msg)  # type: ignore[method-assign]
+    sink.wakeupAfter = lambda *_args: None  # type: ignore[method-assign]
+    return sink, receiver, sent
+
+
+def test_a_sink_over_its_buffer_limit_holds_acknowledgements_until_the_receiver_reads() -> None:
+    sink, receiver, sent = _sink(limit=25)
+    for seq in (1, 2, 3):
+        sink.receiveMessage(EncodedBatch(1, seq, b"x" * 10, 10, epoch=1), "router")
+    sink.receiveMessage(WakeupMessage(timedelta(0), "acks"), "router")  # the pass is over
+    assert sent == [] and len(sink.out) == 30  # the receiver took nothing: over the limit
+    receiver.room = 10
+    sink.receiveMessage(WakeupMessage(timedelta(0), "write"), "router")
+    assert sent == [Ack(1, 3, 1)]  # under the limit again: one acknowledgement for all three
+    assert receiver.got == b"x" * 10 and sink.written_records == 10
+
+
+def test_a_sink_under_its_buffer_limit_acknowledges_after_the_pass() -> None:
+    sink, receiver, sent = _sink(limit=100)
+    sink.receiveMessage(EncodedBatch(1, 1, b"y" * 10, 10, epoch=1), "router")
+    sink.receiveMessage(EncodedBatch(1, 2, b"y" * 10, 10, epoch=1), "router")
+    assert sent == []  # acknowledgements go once the messages at hand are handled
+    sink.receiveMessage(WakeupMessage(timedelta(0), "acks"), "router")
+    assert sent == [Ack(1, 2, 1)]

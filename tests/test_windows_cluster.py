@@ -136,13 +136,17 @@ def as_tuples(lines: list[dict]) -> list[tuple]:
     return sorted((d["key"], d["value"], tuple(d["window"])) for d in lines)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("workers", "state_actors"), [(1, 1), (2, 1), (2, 2)], ids=["1w", "2w", "2w-2lanes"]
+)
 @pytest.mark.parametrize("kind", ["tumbling", "sliding"])
-def test_window_detector_range_windows_across_workers(runs, workers, kind):
+def test_window_detector_range_windows_across_workers(runs, workers, state_actors, kind):
     """Event time from the data; on 2 workers each sends its own keys and every window
-    step's watermark is the minimum over both workers' routers."""
+    step's watermark is the minimum over both workers' routers. With two state actors
+    per worker, each holds a share of the keys and takes every router's watermark."""
     run = runs("window_detector.py", workers, "--event-time", "--idle-ms", str(IDLE_MS),
-               "--window-type", kind, "--window-size", "50", "--window-slide", "25")  # fmt: skip
+               "--window-type", kind, "--window-size", "50", "--window-slide", "25",
+               "--state-actors", str(state_actors))  # fmt: skip
     run.cluster.start()
     keys = [f"k{i}" for i in range(8)]
     values = detector_inputs(keys, 150, seed=workers)
@@ -154,8 +158,11 @@ def test_window_detector_range_windows_across_workers(runs, workers, kind):
     assert run.out.wait_for(len(want), 60), f"{len(run.out.lines())} of {len(want)}"
     assert as_tuples(run.json_lines()) == want
     states = run.actors("state")
-    assert len(states) == workers and sum(s["late_dropped"] for s in states) == 0
+    assert len(states) == workers * state_actors
+    assert sum(s["late_dropped"] for s in states) == 0
     assert all(s["open_keys"] == 0 for s in states)  # every window has fired
+    if state_actors > 1:  # the keys are spread: every state actor had windows to fire
+        assert all(s["records_in"] > 0 for s in states), states
 
 
 @pytest.mark.parametrize("workers", [1, 2])

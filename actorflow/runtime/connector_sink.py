@@ -144,21 +144,12 @@ class ConnectorSinkActor(SinkActor):
         self.records_in += msg.count
         self.current += msg.data
         self.current_count += msg.count
-        ack = Ack(msg.link, msg.seq, msg.epoch)
-        if self.held_bytes() > self.limit:
-            self.deferred.append((sender, ack))
-        else:
-            self.send(sender, ack)
+        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq, msg.epoch))
 
     def holding_acks(self) -> bool:
         if getattr(self, "connector", False):
             return self.held_bytes() > self.limit
         return super().holding_acks()
-
-    def release(self) -> None:
-        if getattr(self, "connector", False) and self.held_bytes() > self.limit:
-            return
-        super().release()
 
     def checkpoint(self, checkpoint: int) -> None:
         """Phase one: the interval this barrier closes, durable with the unconfirmed ones."""

@@ -151,13 +151,11 @@ class SinkActor(StageActor):
         started = time.monotonic()
         self.flush()
         self.processed(None, time.monotonic() - started)
-        ack = Ack(msg.link, msg.seq, msg.epoch)
-        if len(self.out) > self.limit:
-            self.deferred.append((sender, ack))
-        else:
-            self.send(sender, ack)
+        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq, msg.epoch))
 
     def holding_acks(self) -> bool:
+        """Over its buffer limit (the receiver reads slowly, or is away), a sink holds
+        back its acknowledgements: back-pressure instead of unbounded memory."""
         return len(getattr(self, "out", b"")) > getattr(self, "limit", 0)
 
     def flush(self) -> None:

@@ -113,7 +113,6 @@ class StageActor(PlacedActor):
         self.epoch = 0
         self.routes: list = []
         self.outlets: dict[int, Outlet] = {}
-        self.deferred: list[tuple[Any, Ack]] = []  # sinks: acknowledgements held back
         self.acks_due: dict[tuple[str, int], tuple[Any, Ack]] = {}  # per link, the newest
         self.acks_pending = False  # a wakeup will send acks_due
         self.records_in = 0
@@ -534,10 +533,6 @@ class StageActor(PlacedActor):
         """Send the acknowledgements held back while backlogged."""
         if self.acks_due and not self.acks_pending and not self.holding_acks():
             self.send_acks()
-        if self.deferred:
-            held, self.deferred = self.deferred, []
-            for sender, ack in held:
-                self.send(sender, ack)
 
     def on_encoded(self, msg: EncodedBatch, sender: Any) -> None:
         log.error("%s: got encoded output, but only sinks take it", self.name)
@@ -585,7 +580,7 @@ class StageActor(PlacedActor):
             "batches_out": sum(o.sent_batches for o in self.outlets.values()),
             "errors": sum(e.count for e in self.error_logs),
             "buffered": sum(o.backlog for o in self.outlets.values()),
-            "held_acks": len(self.deferred) + (0 if self.acks_pending else len(self.acks_due)),
+            "held_acks": 0 if self.acks_pending else len(self.acks_due),
             "reordered": self.reordered,
             "stale_dropped": self.stale_dropped,
             "dropped_for_lost_owners": sum(o.dropped for o in self.outlets.values()),
