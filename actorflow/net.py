@@ -1,8 +1,10 @@
-"""Addresses: which of this host's addresses to use, and which a worker may listen on;
-and how a listening actor ends a connection so that its last words arrive."""
+"""Addresses and ports: which of this host's addresses to use, which a worker may listen
+on, which port is safe to take for later; and how a listening actor ends a connection so
+that its last words arrive."""
 
 from __future__ import annotations
 
+import random
 import socket
 
 from actorflow.errors import ConfigError
@@ -55,3 +57,42 @@ def close_after_last_words(sock: socket.socket, unread_limit: int = 4 << 20) -> 
         pass  # gone already, or nothing more to read now
     finally:
         sock.close()
+
+
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing uses right now, outside the kernel's ephemeral range.
+
+    Thespian's actors bind ephemeral ports all the time; a port taken from that range
+    for later use could be grabbed by one of them before our worker binds it.
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(10000, 30000) if not low <= p <= high] or list(
+        range(1024, 65536)
+    )
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+from actorflow.net import free_port
 from actorflow.processes import die_with_parent, kill_group
 from actorflow.runtime.local import Advance, At, Clock, Outputs, Payload, run
 from actorflow.security import SECRET_ENV, ClusterSecret, parse_secret
+from actorflow.tools.send import send_acked
 
 __all__ = [
     "Advance",
@@ -45,45 +46,6 @@ __all__ = [
 ]
 
 _READY = re.compile(r"actorflow worker (?P<name>\S+): ready.*\(actor process group (?P<pgid>\d+)\)")
-
-
-_handed_out: set[int] = set()
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(x) for x in f.read().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing uses right now, outside the kernel's ephemeral range.
-
-    Thespian's actors bind ephemeral ports all the time; a port taken from that range
-    for later use could be grabbed by one of them before our worker binds it.
-    """
-    low, high = _ephemeral_range()
-    candidates = [p for p in range(10000, 30000) if not low <= p <= high] or list(
-        range(1024, 65536)
-    )
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.choice(candidates)
-        if port in _handed_out:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class WorkerProcess:
@@ -141,15 +103,24 @@ class WorkerProcess:
                 self._ready.set()
         self._ready.set()
 
+    def settled(self, timeout: float = 0.0) -> bool:
+        """Whether the worker is ready or has exited (waiting up to ``timeout``)."""
+        return self._ready.wait(timeout)
+
     def wait_ready(self, timeout: float = 60.0) -> str:
         """Block until the worker prints its ready line; raise with its log otherwise."""
         assert self.proc is not None
         if not self._ready.wait(timeout) or self.ready_line is None:
-            code = self.proc.poll()
-            why = f"exited with {code}" if code is not None else f"not ready after {timeout:g} s"
-            msg = f"worker {why}; its log:\n{self.log()}"
-            raise RuntimeError(msg)
+            self.not_ready(timeout)
+        assert self.ready_line is not None
         return self.ready_line
+
+    def not_ready(self, waited: float) -> None:
+        """Raise what went wrong: the worker exited, or was not ready in time; its log."""
+        assert self.proc is not None
+        code = self.proc.poll()
+        why = f"exited with {code}" if code is not None else f"not ready after {waited:g} s"
+        raise RuntimeError(f"worker {why}; its log:\n{self.log()}")
 
     def log(self) -> str:
         if not self.log_path or not os.path.exists(self.log_path):
@@ -195,6 +166,42 @@ def running_worker(app: str, args: Sequence[str], timeout: float = 60.0) -> Iter
         yield w
     finally:
         w.stop()
+
+
+class AckedSender:
+    """An acknowledged sender in a thread: it resumes through restarts and rollbacks,
+    and :meth:`finish` gives its summary (or raises what stopped it)."""
+
+    def __init__(
+        self, host: str, port: int, frames: list[bytes], stream: str, token: str, kw: dict
+    ) -> None:
+        self.frames = frames
+        self.stop = threading.Event()
+        self.result: dict[str, Any] = {}
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.result = send_acked(
+                    host, port, frames, stream=stream, token=token, stop=self.stop, **kw
+                )
+            except BaseException as exc:  # raised again by finish()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name=f"acked-{stream}", daemon=True)
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def finish(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait for the sender to be done; its summary ("acked", "reconnects", ...)."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError(f"the sender did not finish within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class Cluster:
@@ -261,6 +268,13 @@ class Cluster:
         """What an acknowledged sender needs to claim ``stream`` in this cluster."""
         return parse_secret(self.env[SECRET_ENV]).stream_token(stream)
 
+    def send_acked(self, i: int, frames: list[bytes], stream: str, **kw: Any) -> AckedSender:
+        """Send ``frames`` to worker i's source as the acknowledged stream ``stream``, in a
+        thread (``kw``: :func:`actorflow.tools.send.send_acked`'s pacing and patience)."""
+        port = self.inputs[i]
+        assert port is not None, f"worker {i} has no source"
+        return AckedSender("127.0.0.1", port, frames, stream, self.stream_token(stream), kw)
+
     def resilience_dir(self, i: int) -> str:
         """Worker i's resilience folder (one per worker, as on separate machines)."""
         path = os.path.join(self.log_dir, f"resilience-{self.names[i]}")
@@ -287,10 +301,17 @@ class Cluster:
         return self.start_worker(i, *more)
 
     def start(self, timeout: float = 60.0) -> Cluster:
-        """Start every worker (initializer first) and wait until all are ready."""
-        started = [self.start_worker(i) for i in range(self.count)]
-        for w in started:
-            w.wait_ready(timeout)
+        """Start every worker (initializer first) and wait until all are ready; the first
+        that exits instead ends the wait, with its log (the others would wait for it)."""
+        waiting = [self.start_worker(i) for i in range(self.count)]
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for w in list(waiting):
+                if w.settled(0.05):
+                    w.wait_ready(0)  # raises if it exited
+                    waiting.remove(w)
+            if waiting and time.monotonic() > deadline:
+                waiting[0].not_ready(timeout)
         return self
 
     def stop(self) -> None:

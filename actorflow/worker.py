@@ -33,7 +33,7 @@ from actorflow.messages import (
     JoinRefused,
     WorkerInfo,
 )
-from actorflow.net import listen_host, route_address
+from actorflow.net import free_port, listen_host, route_address
 from actorflow.plan import compile_plan
 from actorflow.processes import become_subreaper, group_alive, kill_group, reap_children
 from actorflow.resilience import (
@@ -66,12 +66,6 @@ def thespian_log_config(level: str) -> dict:
         },
         "root": {"handlers": ["stderr"], "level": level},
     }
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_for_control(host: str, port: int, timeout: float) -> None:
@@ -206,6 +200,8 @@ class Worker:
             my_port,
             f"authenticated (secret {secret.fingerprint})" if secret else "NOT authenticated",
         )
+        from thespian.actors import InvalidActorAddress
+
         from actorflow import transport
         from actorflow.runtime.guard import WorkerGuard
         from actorflow.runtime.stage import WORKER_CAPABILITY, WORKER_UID_CAPABILITY
@@ -216,7 +212,14 @@ class Worker:
         if not cfg.initializer:
             caps["Convention Address.IPv4"] = f"{host}:{port}"
         transport.install(secret)
-        self.system = transport.start_worker_system(caps, thespian_log_config(cfg.log_level))
+        try:
+            self.system = transport.start_worker_system(caps, thespian_log_config(cfg.log_level))
+        except InvalidActorAddress:
+            msg = (
+                f"this worker's actor system did not start on {my_host}:{my_port}: another "
+                "process holds the port, or the admin did not answer within 11 s"
+            )
+            raise ClusterError(msg) from None
         here = {"worker_uid": uid}
         guard = self.system.createActor(WorkerGuard, targetActorRequirements=here)
         reply = self.system.ask(guard, GuardWorker(os.getpid(), cfg.name, uid, files), 15)

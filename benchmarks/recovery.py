@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 from actorflow.testing import Cluster, free_port  # noqa: E402
 from actorflow.tools.gen import alphabet_frames, alphabet_totals  # noqa: E402
 from actorflow.tools.receive import Receiver  # noqa: E402
-from actorflow.tools.send import send_acked  # noqa: E402
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*is lost", re.M)
 
@@ -58,26 +57,11 @@ def main() -> int:
         str(ROOT / "apps" / "alphabet.py"), 2, [port], source_name="alphabet", log_dir=work
     )
     frames = alphabet_frames(args.messages, seed=7)
-    result: dict = {}
     try:
         cluster.start()
-        sender = threading.Thread(
-            target=lambda: result.update(
-                send_acked(
-                    "127.0.0.1",
-                    cluster.inputs[0],
-                    frames,
-                    stream="steady",
-                    token=cluster.stream_token("steady"),
-                    batch_size=500,
-                    interval_ms=5,
-                    patience=120,
-                    log=None,
-                )
-            ),
-            daemon=True,
+        sender = cluster.send_acked(
+            0, frames, "steady", batch_size=500, interval_ms=5, patience=120, log=None
         )
-        sender.start()
         time.sleep(1.0)
         print("round victim      detect  ready  first-output")
         for r in range(args.rounds):
@@ -109,7 +93,7 @@ def main() -> int:
             first_s = f"{first:5.2f}s" if first is not None else "none"
             print(f"{r + 1:5d} {name:<11} {detect:>6} {ready:5.2f}s {first_s:>12}", flush=True)
             time.sleep(1.0)
-        sender.join(180)
+        result = sender.finish(180)
         want = alphabet_totals(frames)
         deadline = time.time() + 30
         while time.time() < deadline:

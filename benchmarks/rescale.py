@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 from actorflow.control import query_status, shrink_cluster  # noqa: E402
 from actorflow.testing import Cluster, free_port  # noqa: E402
 from actorflow.tools.receive import Receiver  # noqa: E402
-from actorflow.tools.send import send_acked  # noqa: E402
 
 APP = str(ROOT / "tests" / "apps" / "last_four.py")
 WINDOW = 2.0  # seconds of output rate measured before and after a rescale
@@ -100,27 +99,12 @@ def main() -> int:
         extra=["--time-between-checkpoints", "1"],
     )
     frames = frames_for(args.keys, args.rounds)
-    result: dict = {}
     try:
         cluster.start()
         control = ("127.0.0.1", cluster.control)
-        sender = threading.Thread(
-            target=lambda: result.update(
-                send_acked(
-                    "127.0.0.1",
-                    cluster.inputs[0],
-                    frames,
-                    stream="steady",
-                    token=cluster.stream_token("steady"),
-                    batch_size=500,
-                    interval_ms=5,
-                    patience=120,
-                    log=None,
-                )
-            ),
-            daemon=True,
+        sender = cluster.send_acked(
+            0, frames, "steady", batch_size=500, interval_ms=5, patience=120, log=None
         )
-        sender.start()
         time.sleep(WINDOW + 1)
         print(
             f"{args.keys} keys, {len(frames)} records; rates in outputs/s over {WINDOW:g} s\n"
@@ -146,7 +130,7 @@ def main() -> int:
                 f"{rate(seen, ended, ended + WINDOW):>8.0f}",
                 flush=True,
             )
-        sender.join(300)
+        result = sender.finish(300)
         deadline = time.time() + 60
         ok = False
         while time.time() < deadline and not ok:

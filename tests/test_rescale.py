@@ -158,11 +158,11 @@ def test_sequences_stay_whole_through_grow_shrink_and_a_restart(runs):  # noqa: 
     control = ("127.0.0.1", run.cluster.control)
     for size in (2, 3):
         run.wait_outputs(len(run.out.lines()) + 5_000)
-        assert run.thread.is_alive(), "the sender finished before the grow"
+        assert run.sending(), "the sender finished before the grow"
         run.cluster.grow().wait_ready(60)
         wait_status(run, lambda s, n=size: s["worker_count"] == n and s["rescale"] is None)
     run.wait_outputs(len(run.out.lines()) + 5_000)
-    assert run.thread.is_alive(), "the sender finished before the shrink"
+    assert run.sending(), "the sender finished before the shrink"
     done = shrink_cluster(control, count=1, timeout=60)
     assert done.left == ("worker3",), done
     # A restart after the shrink: the initializer's command still says --worker-count 1,

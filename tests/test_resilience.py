@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from actorflow.control import query_status
-from actorflow.testing import Cluster, WorkerProcess
+from actorflow.testing import AckedSender, Cluster, WorkerProcess
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
-from actorflow.tools.send import send, send_acked
+from actorflow.tools.send import send
 from tests.conftest import APPS, ROOT, Collector, group_alive
 
 pytestmark = pytest.mark.integration
@@ -43,41 +42,22 @@ class Run:
             log_dir=str(tmp_path),
             extra=["--time-between-checkpoints", "0.3", *extra],
         )
-        self.result: dict = {}
         self.total = 0  # messages the replaying sender sends
-        self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
-        self.stop_sending = threading.Event()
+        self.sender: AckedSender | None = None
 
     def send_acked(self, frames: list[bytes], stream: str = "votes", worker: int = 0) -> None:
         self.total += len(frames)
+        # a few seconds of data, in small batches: crashes land mid-stream
+        self.sender = self.cluster.send_acked(
+            worker, frames, stream, batch_size=250, interval_ms=8, patience=90, log=None
+        )
 
-        def run() -> None:
-            try:
-                self.result = send_acked(
-                    "127.0.0.1",
-                    self.cluster.inputs[worker],
-                    frames,
-                    stream=stream,
-                    batch_size=250,  # a few seconds of data: crashes land mid-stream
-                    interval_ms=8,
-                    patience=90,
-                    log=None,
-                    stop=self.stop_sending,
-                )
-            except BaseException as exc:  # reported by finish()
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
+    def sending(self) -> bool:
+        return self.sender is not None and self.sender.alive()
 
     def finish(self, timeout: float = 120) -> dict:
-        assert self.thread is not None
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the sender did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.result
+        assert self.sender is not None
+        return self.sender.finish(timeout)
 
     def kill(self, i: int, wait: bool = True, mid_stream: bool = True) -> None:
         """SIGKILL worker i's command; its guard ends its actors (``wait``: until gone).
@@ -86,7 +66,7 @@ class Run:
         still sending and outputs are missing, so the test exercises a recovery.
         """
         if mid_stream:
-            assert self.thread is not None and self.thread.is_alive(), "the sender finished"
+            assert self.sending(), "the sender finished"
             distinct = len(set(self.out.lines()))  # replays repeat lines: count them once
             assert distinct < self.total, "every output was there before the kill"
         w = self.current(i)
@@ -126,7 +106,8 @@ class Run:
         return self.final_totals()
 
     def close(self) -> None:
-        self.stop_sending.set()
+        if self.sender is not None:
+            self.sender.stop.set()
         self.cluster.stop()
         self.out.receiver.stop()
         for w in self.cluster.workers:

@@ -136,15 +136,15 @@ class ConnectorSinkActor(SinkActor):
     def held_bytes(self) -> int:
         return len(self.current) + sum(len(i[0]) for i in self.intervals.values())
 
-    def on_encoded(self, msg: EncodedBatch, sender: Any) -> None:
+    def on_encoded(self, link: tuple[str, int], msg: EncodedBatch, sender: Any) -> None:
         if not self.connector:
-            super().on_encoded(msg, sender)
+            super().on_encoded(link, msg, sender)
             return
         self.batches_in += 1
         self.records_in += msg.count
         self.current += msg.data
         self.current_count += msg.count
-        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq, msg.epoch))
+        self.ack_later(link, sender, Ack(msg.link, msg.seq, msg.epoch))
 
     def holding_acks(self) -> bool:
         if getattr(self, "connector", False):

@@ -141,7 +141,7 @@ class SinkActor(StageActor):
             self.reconnect_pending = True
             self.wakeupAfter(timedelta(seconds=self.backoff), "reconnect")
 
-    def on_encoded(self, msg: EncodedBatch, sender: Any) -> None:
+    def on_encoded(self, link: tuple[str, int], msg: EncodedBatch, sender: Any) -> None:
         self.batches_in += 1
         self.records_in += msg.count
         if self.latency is not None and msg.born:
@@ -151,7 +151,7 @@ class SinkActor(StageActor):
         started = time.monotonic()
         self.flush()
         self.processed(None, time.monotonic() - started)
-        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq, msg.epoch))
+        self.ack_later(link, sender, Ack(msg.link, msg.seq, msg.epoch))
 
     def holding_acks(self) -> bool:
         """Over its buffer limit (the receiver reads slowly, or is away), a sink holds

@@ -321,9 +321,9 @@ class StageActor(PlacedActor):
             self.ack_later(link, sender, Ack(msg.link, msg.seq, msg.epoch))
             self.on_barrier(link, msg.checkpoint)
         elif msg.__class__ is Batch:
-            self.on_batch(msg, sender)
+            self.on_batch(link, msg, sender)
         else:
-            self.on_encoded(msg, sender)
+            self.on_encoded(link, msg, sender)
 
     def on_barrier(self, link: tuple[str, int], checkpoint: int) -> None:
         assert self.config is not None
@@ -384,7 +384,7 @@ class StageActor(PlacedActor):
                 return True
         return False
 
-    def on_batch(self, msg: Batch, sender: Any) -> None:
+    def on_batch(self, link: tuple[str, int], msg: Batch, sender: Any) -> None:
         records = msg.records
         started = time.monotonic()
         try:
@@ -397,7 +397,7 @@ class StageActor(PlacedActor):
                 self.processed(records, time.monotonic() - started)
                 self.emit(out, msg.born)
             if self.timed:
-                self.input_watermarks.heard((str(sender), msg.link), msg.watermark, started)
+                self.input_watermarks.heard(link, msg.watermark, started)
                 self.watermark_moved()
         except Exception:  # a bug of ours: log it, and keep the link's credit
             self.internal_errors += 1
@@ -407,7 +407,7 @@ class StageActor(PlacedActor):
                 msg.seq,
                 traceback.format_exc(),
             )
-        self.ack_later((str(sender), msg.link), sender, Ack(msg.link, msg.seq, msg.epoch))
+        self.ack_later(link, sender, Ack(msg.link, msg.seq, msg.epoch))
 
     def ack_later(self, link: tuple[str, int], sender: Any, ack: Ack) -> None:
         """Acknowledge ``ack``'s batch, and every earlier one of its link, once this pass
@@ -534,7 +534,7 @@ class StageActor(PlacedActor):
         if self.acks_due and not self.acks_pending and not self.holding_acks():
             self.send_acks()
 
-    def on_encoded(self, msg: EncodedBatch, sender: Any) -> None:
+    def on_encoded(self, link: tuple[str, int], msg: EncodedBatch, sender: Any) -> None:
         log.error("%s: got encoded output, but only sinks take it", self.name)
 
     def on_watch(self, ready: list[int]) -> None:
