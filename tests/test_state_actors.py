@@ -6,6 +6,8 @@ grow, with exact totals and one output per vote."""
 
 from __future__ import annotations
 
+import glob
+import os
 import threading
 import zlib
 from collections import Counter
@@ -126,6 +128,33 @@ def test_a_grow_with_three_state_actors_per_worker_is_exact(runs):  # noqa: F811
     want = alphabet_totals(frames)
     assert run.wait_totals(want) == want
     assert len(run.out.lines()) == len(frames)  # nothing processed twice
+
+
+@pytest.mark.integration
+def test_a_lane_left_without_partitions_by_a_grow_leaves_no_files(runs):  # noqa: F811
+    """4 partitions over 3 lanes on one worker (2, 1, 1); after a grow each worker has 2,
+    so worker1's third lane is not placed any more: its snapshots go with the next
+    checkpoints, and the totals stay exact."""
+    run = runs(1, extra=["--state-actors", "3", "--partitions", "4"])
+    run.cluster.start()
+    control = ("127.0.0.1", run.cluster.control)
+    assert lanes_of(query_status(control)) == {"worker1": [1, 1, 2]}
+    third = os.path.join(run.cluster.resilience_dir(0), "*.state*_2.cp*.state")
+    frames = alphabet_frames(30_000, seed=13)
+    run.send_acked(frames)
+    run.wait_outputs(5_000)
+    wait_status(run, lambda s: s["last_checkpoint"] >= 2)
+    assert glob.glob(third), os.listdir(run.cluster.resilience_dir(0))  # it has a snapshot
+    run.cluster.grow().wait_ready(60)
+    status = wait_status(run, lambda s: s["worker_count"] == 2 and s["rescale"] is None)
+    assert lanes_of(status) == {"worker1": [1, 1], "worker2": [1, 1]}
+    after = status["last_checkpoint"]
+    wait_status(run, lambda s: s["last_checkpoint"] > after + 1)
+    assert glob.glob(third) == []
+    summary = run.finish()
+    assert summary["acked"] == len(frames), summary
+    want = alphabet_totals(frames)
+    assert run.wait_totals(want) == want
 
 
 @pytest.mark.integration

@@ -13,6 +13,7 @@ from actorflow.messages import (
     PartitionData,
     PartitionSource,
 )
+from actorflow.partitioning import lane_id
 from actorflow.resilience import checkpoint_file, read_snapshot, write_snapshot
 from actorflow.runtime.partitions import PartitionIndex, merge, pick
 from actorflow.runtime.stage import StageActor
@@ -177,8 +178,15 @@ class StateActor(StageActor):
             write_snapshot(files.snapshot(self.stage_id, checkpoint), data)
 
     def on_checkpoint_done(self, checkpoint: int) -> None:
-        if self.config is not None and self.config.files is not None:
-            self.config.files.forget_before(self.stage_id, checkpoint)
+        if self.config is None or self.config.files is None:
+            return
+        stage = self.config.stage.stage
+        self.config.files.forget_before(self.stage_id, checkpoint)
+        if stage.lanes > 1 and stage.lane == 0:
+            # A lane that a grow or shrink left without partitions is not placed: its
+            # older snapshots, never read again, go with the first lane's.
+            for lane in range(1, stage.lanes):
+                self.config.files.forget_before(lane_id(stage.group, lane), checkpoint)
 
     def process(self, records: list) -> list:
         if self.windows is not None:

@@ -8,25 +8,10 @@ the framed lines ``"<letter> => <total> #<j>\\n"`` for j = 0 .. votes % 3 - 1.
 import struct
 
 import actorflow as wallaroo
+from actorflow.examples.alphabet import TotalVotes, decode_votes, extract_letter
 
 
-@wallaroo.decoder(header_length=4, length_fmt=">I")
-def decode_votes(payload):
-    letter, votes = struct.unpack(">sI", payload)
-    return (letter.decode(), votes)
-
-
-@wallaroo.key_extractor
-def letter_of(vote):
-    return vote[0]
-
-
-class Total:
-    def __init__(self):
-        self.total = 0
-
-
-@wallaroo.state_computation_multi(name="fan out totals", state=Total)
+@wallaroo.state_computation_multi(name="fan out totals", state=TotalVotes)
 def fan_out(vote, state):
     letter, votes = vote
     state.total += votes
@@ -44,7 +29,7 @@ def application_setup(args):
     out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
     votes = wallaroo.source(name, wallaroo.TCPSourceConfig(name, host, port, decode_votes))
     pipeline = (
-        votes.key_by(letter_of)
+        votes.key_by(extract_letter)
         .to(fan_out)
         .to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode))
     )

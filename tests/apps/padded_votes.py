@@ -5,6 +5,7 @@ buffers. Summed per letter; output ``"<letter> => <total>\\n"`` (framed)."""
 import struct
 
 import actorflow as wallaroo
+from actorflow.examples.alphabet import add_votes, encode_votes, extract_letter
 
 
 @wallaroo.decoder(header_length=4, length_fmt=">I")
@@ -13,35 +14,13 @@ def decode_votes(payload):
     return (letter.decode(), votes)
 
 
-@wallaroo.key_extractor
-def letter_of(vote):
-    return vote[0]
-
-
-class Total:
-    def __init__(self):
-        self.total = 0
-
-
-@wallaroo.state_computation(name="add votes", state=Total)
-def add_votes(vote, state):
-    state.total += vote[1]
-    return (vote[0], state.total)
-
-
-@wallaroo.encoder
-def encode(letter_total):
-    line = f"{letter_total[0]} => {letter_total[1]}\n".encode()
-    return struct.pack(">I", len(line)) + line
-
-
 def application_setup(args):
     name, host, port = wallaroo.tcp_parse_input_addrs(args)[0]
     out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
     votes = wallaroo.source(name, wallaroo.TCPSourceConfig(name, host, port, decode_votes))
     pipeline = (
-        votes.key_by(letter_of)
+        votes.key_by(extract_letter)
         .to(add_votes)
-        .to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode))
+        .to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode_votes))
     )
     return wallaroo.build_application("padded_votes", pipeline)

@@ -7,28 +7,7 @@ second ``"<letter>:<total>\\n"`` (each sink has its own encoder), both framed.
 import struct
 
 import actorflow as wallaroo
-
-
-@wallaroo.decoder(header_length=4, length_fmt=">I")
-def decode_votes(payload):
-    letter, votes = struct.unpack(">sI", payload)
-    return (letter.decode(), votes)
-
-
-@wallaroo.key_extractor
-def letter_of(vote):
-    return vote[0]
-
-
-class Total:
-    def __init__(self):
-        self.total = 0
-
-
-@wallaroo.state_computation(name="add votes", state=Total)
-def add_votes(vote, state):
-    state.total += vote[1]
-    return (vote[0], state.total)
+from actorflow.examples.alphabet import add_votes, decode_votes, extract_letter
 
 
 def _framed(text):
@@ -54,7 +33,7 @@ def application_setup(args):
     (h1, p1), (h2, p2) = outs[:2]
     votes = wallaroo.source(name, wallaroo.TCPSourceConfig(name, host, port, decode_votes))
     pipeline = (
-        votes.key_by(letter_of)
+        votes.key_by(extract_letter)
         .to(add_votes)
         .to_sinks(
             [
