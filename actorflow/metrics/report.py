@@ -40,8 +40,9 @@ Report schema (version 1)
   For a source, ``records_in`` counts records decoded from its connections and
   ``records_out`` records sent on into the pipeline; for a sink, ``records_in`` counts
   records received and ``records_out`` records encoded and written to the connection.
-- ``buffered`` is records waiting in the step's outgoing buffers, ``held_acks`` batches
-  received but not yet acknowledged upstream (both "right now").
+- ``buffered`` is records waiting in the step's outgoing buffers, ``held_acks`` incoming
+  links whose latest batches are held back unacknowledged (back-pressure: an outlet or a
+  sink's buffer is full; both "right now"). One acknowledgement covers a link's batches.
 - A step's ``latency`` records, per batch, the seconds from receiving the batch to
   having handed its output on. A pipeline's ``latency`` records, per record (a batch of
   n records counts n times), the seconds from the source decoding it to the sink
