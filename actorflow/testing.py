@@ -105,7 +105,8 @@ class WorkerProcess:
 
     def settled(self, timeout: float = 0.0) -> bool:
         """Whether the worker is ready or has exited (waiting up to ``timeout``)."""
-        return self._ready.wait(timeout)
+        assert self.proc is not None
+        return self._ready.wait(timeout) or self.proc.poll() is not None
 
     def wait_ready(self, timeout: float = 60.0) -> str:
         """Block until the worker prints its ready line; raise with its log otherwise."""
@@ -118,7 +119,10 @@ class WorkerProcess:
     def not_ready(self, waited: float) -> None:
         """Raise what went wrong: the worker exited, or was not ready in time; its log."""
         assert self.proc is not None
-        code = self.proc.poll()
+        try:
+            code: int | None = self.proc.wait(1)  # its output just ended: it is exiting
+        except subprocess.TimeoutExpired:
+            code = None
         why = f"exited with {code}" if code is not None else f"not ready after {waited:g} s"
         raise RuntimeError(f"worker {why}; its log:\n{self.log()}")
 

@@ -359,8 +359,10 @@ class SourceActor(StageActor):
                 log.error("source %r: accept failed: %s", self.source_name, exc)
                 return
             sock.setblocking(False)
-            # Acknowledgements and notices are small frames: none waits behind Nagle's rule.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:  # acknowledgements and notices are small frames: none waits behind Nagle's
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # reset already: the first read finds out and closes it
+                pass
             peer = f"{addr[0]}:{addr[1]}"
             reader = FrameDecoder(
                 self.source_config.decoder,
