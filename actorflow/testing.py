@@ -179,7 +179,6 @@ class AckedSender:
     def __init__(
         self, host: str, port: int, frames: list[bytes], stream: str, token: str, kw: dict
     ) -> None:
-        self.frames = frames
         self.stop = threading.Event()
         self.result: dict[str, Any] = {}
         self.error: BaseException | None = None

@@ -217,7 +217,7 @@ class Worker:
         except InvalidActorAddress:
             msg = (
                 f"this worker's actor system did not start on {my_host}:{my_port}: another "
-                "process holds the port, or the admin did not answer within 11 s"
+                "process holds the port, or the admin did not answer in time"
             )
             raise ClusterError(msg) from None
         here = {"worker_uid": uid}

@@ -16,7 +16,6 @@ import pytest
 
 from actorflow.control import query_status, shrink_cluster
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
-from actorflow.tools.send import send_acked
 from tests.test_resilience import runs  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.integration
@@ -77,26 +76,10 @@ def test_shrink_three_to_two(runs):  # noqa: F811
     frames = alphabet_frames(100_000, seed=9)
     moving = alphabet_frames(40_000, seed=10)
     run.send_acked(frames)
-    moved: dict = {}
     notes: list[str] = []
-
-    def send_to_leaver() -> None:
-        moved.update(
-            send_acked(
-                "127.0.0.1",
-                run.cluster.inputs[2],
-                moving,
-                stream="moving",
-                token=run.cluster.stream_token("moving"),
-                batch_size=250,
-                interval_ms=8,
-                patience=90,
-                log=notes.append,
-            )
-        )
-
-    second = threading.Thread(target=send_to_leaver, daemon=True)
-    second.start()
+    second = run.cluster.send_acked(
+        2, moving, "moving", batch_size=250, interval_ms=8, patience=90, log=notes.append
+    )
     run.wait_outputs(8_000)
     leaver = run.current(2)
     done = shrink_cluster(("127.0.0.1", run.cluster.control), ("worker3",), timeout=60)
@@ -105,8 +88,9 @@ def test_shrink_three_to_two(runs):  # noqa: F811
     assert not os.listdir(run.cluster.resilience_dir(2)), "the leaver removes its files"
     summary = run.finish()
     assert summary["acked"] == len(frames), summary
-    second.join(120)
-    assert moved.get("acked") == len(moving), (moved, notes)
+    second.thread.join(120)
+    moved = second.result
+    assert moved.get("acked") == len(moving), (moved, second.error, notes)
     heir = f"127.0.0.1:{run.cluster.inputs[0]}"
     assert any(f"moves from 127.0.0.1:{run.cluster.inputs[2]} to {heir}" in n for n in notes), notes
     want = alphabet_totals(frames + moving)

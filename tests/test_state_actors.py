@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,6 @@ from actorflow.loader import load_application
 from actorflow.partitioning import holders
 from actorflow.plan import compile_plan, fan_in, place, wire
 from actorflow.tools.gen import alphabet_frames, alphabet_totals
-from actorflow.tools.send import send_acked
 from tests.test_rescale import sequence_frames, wait_sequences, wait_status
 from tests.test_resilience import ALPHABET, runs  # noqa: F401  (the fixture)
 
@@ -200,7 +198,6 @@ def test_connections_of_a_parallel_source_use_its_lanes_and_keep_key_order(runs)
     keys, rounds = 100, 300
     frames = sequence_frames(keys, rounds)
     mine = {s: [f for f in frames if (int(f[5:].split(b":")[0]) % 2) == s] for s in (0, 1)}
-    results: dict[int, dict] = {}
     # An acknowledged stream's lane follows its name (it keeps it when it reconnects):
     # two names on different lanes.
     names = (f"votes-{i}" for i in range(100))
@@ -208,27 +205,17 @@ def test_connections_of_a_parallel_source_use_its_lanes_and_keep_key_order(runs)
     second = next(n for n in names if zlib.crc32(n.encode()) % 2 != zlib.crc32(first.encode()) % 2)
     streams = (first, second)
 
-    def send(s: int) -> None:
-        results[s] = send_acked(
-            "127.0.0.1",
-            run.cluster.inputs[0],
-            mine[s],
-            stream=streams[s],
-            batch_size=250,
-            interval_ms=8,
-            patience=90,
-            log=None,
+    senders = [
+        run.cluster.send_acked(
+            0, mine[s], streams[s], batch_size=250, interval_ms=8, patience=90, log=None
         )
-
-    threads = [threading.Thread(target=send, args=(s,), daemon=True) for s in (0, 1)]
-    for t in threads:
-        t.start()
+        for s in (0, 1)
+    ]
     run.wait_outputs(5_000)
-    assert any(t.is_alive() for t in threads), "both senders finished before the kill"
+    assert any(s.alive() for s in senders), "both senders finished before the kill"
     run.kill(1, mid_stream=False)
     run.restart(1)
-    for t in threads:
-        t.join(120)
+    results = {s: senders[s].finish(120) for s in (0, 1)}
     assert [results[s]["acked"] for s in (0, 1)] == [len(mine[0]), len(mine[1])], results
     wait_sequences(run, keys, rounds)
     status = query_status(("127.0.0.1", run.cluster.control))
